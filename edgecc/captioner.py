@@ -1,0 +1,66 @@
+"""`Captioner`: a bundle + an engine + decoding options; captions arrays, files and whole scenes.
+
+Example:
+    >>> cap = load().caption("pre.png", "post.png")                       # one pair, any size (tiled if large)
+    >>> caps = load(backend="ort-cpu").caption_batch(pre, post)           # uint8 [B,S,S,3] x2 -> [Caption]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import Bundle
+from .decoding import Caption, DecodingOptions, decode
+from .engines import create_engine
+
+
+@dataclass
+class Captioner:
+    bundle: Bundle
+    engine: object
+    options: DecodingOptions = DecodingOptions()
+
+    @property
+    def input_size(self) -> int:
+        return int(self.bundle.manifest["input"]["size"])
+
+    @property
+    def gate_threshold(self) -> float:
+        return float(self.bundle.manifest["gate"]["threshold"])
+
+    def caption_batch(self, pre: np.ndarray, post: np.ndarray) -> list[Caption]:
+        """uint8 [B,S,S,3] RGB x2 (S = input_size) -> B captions."""
+        if pre.ndim == 3:
+            pre, post = pre[None], post[None]
+        s = self.input_size
+        if pre.shape[1:] != (s, s, 3) or post.shape != pre.shape:
+            raise ValueError(f"caption_batch takes uint8 [B,{s},{s},3] pairs, got {pre.shape} and {post.shape}")
+        dec = replace(self.options, max_len=min(self.options.max_len, self.bundle.manifest["decoder"]["max_len"]))
+        return decode(self.engine, self.vocab, np.ascontiguousarray(pre, np.uint8),
+                      np.ascontiguousarray(post, np.uint8), dec, self.gate_threshold)
+
+    def caption(self, pre_path: str | Path, post_path: str | Path, read_options=None, tile_options=None,
+                geojson: str | Path | None = None, heatmap: str | Path | None = None, geojson_crs: str = "image"):
+        """Caption an image pair from files (GeoTIFF, PNG, JPEG), tiling it if it is larger than the model input.
+
+        Returns a `SceneResult` (tiles, summary, caption, changed, change_score).
+        """
+        from .imagery import ReadOptions, read_pair
+        from .tiling import TileOptions, caption_scene
+
+        pair = read_pair(pre_path, post_path, read_options or ReadOptions())
+        return caption_scene(self, pair, tile_options or TileOptions(tile=self.input_size), heatmap_path=heatmap,
+                             geojson_path=geojson, geojson_crs=geojson_crs)
+
+    def __post_init__(self):
+        self.vocab = self.bundle.vocab()
+
+
+def load(bundle: str | Path | None = None, backend: str = "ort-cpu", precision: str = "fp32",
+         options: DecodingOptions = DecodingOptions(), **engine_options) -> Captioner:
+    """Open a bundle (default: the bundled model), verify its files, and build an engine for it."""
+    b = Bundle.open(bundle)
+    return Captioner(b, create_engine(backend, b, precision, **engine_options), options)

