@@ -51,9 +51,9 @@ class Captioner:
         from .imagery import ReadOptions, read_pair
         from .tiling import TileOptions, caption_scene
 
-        pair = read_pair(pre_path, post_path, read_options or ReadOptions())
-        return caption_scene(self, pair, tile_options or TileOptions(tile=self.input_size), heatmap_path=heatmap,
-                             geojson_path=geojson, geojson_crs=geojson_crs)
+        with read_pair(pre_path, post_path, read_options or ReadOptions()) as pair:
+            return caption_scene(self, pair, tile_options or TileOptions(tile=self.input_size),
+                                 heatmap_path=heatmap, geojson_path=geojson, geojson_crs=geojson_crs)
 
     def __post_init__(self):
         self.vocab = self.bundle.vocab()

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from edgecc.train.model import IMAGENET_MEAN, IMAGENET_STD, ChangeCaptioner
+from edgecc.train.train import load_checkpoint
 from torch import nn
 
 from edgecc.bundle import Bundle, write_manifest
 from edgecc.decoding import NO_CHANGE_CAPTION
-from edgecc.train.model import IMAGENET_MEAN, IMAGENET_STD, ChangeCaptioner
-from edgecc.train.train import load_checkpoint
 
 CHECK_CAPTIONS = (
     "many houses are built along the road",

@@ -173,7 +173,8 @@ class ChangeBlock(nn.Module):
         self.pos = nn.Parameter(torch.randn(1, d, grid // pool, grid // pool) * 0.02)
 
     def forward(self, a, b):
-        cos = ((a * b).sum(1, keepdim=True) / (a.norm(dim=1, keepdim=True) * b.norm(dim=1, keepdim=True)).clamp_min(1e-6))  # [B,1,G,G]
+        norms = (a.norm(dim=1, keepdim=True) * b.norm(dim=1, keepdim=True)).clamp_min(1e-6)
+        cos = (a * b).sum(1, keepdim=True) / norms  # [B,1,G,G] cosine similarity, written out so ONNX matches
         pa, pb = self.proj(a), self.proj(b)  # [B,dc,G,G]
         x = self.blocks(self.mix(torch.cat([pa, pb, pb - pa, cos], 1)))  # [B,dc,G,G]
         gate = self.gate(torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)).squeeze(1)  # [B]
@@ -220,7 +221,9 @@ class CaptionDecoder(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, d)
         self.pos = nn.Embedding(cfg.max_len, d)
         self.mem_ln = nn.LayerNorm(d)
-        self.layers = nn.ModuleList(_DecoderLayer(d, cfg.dec_heads, cfg.dec_ff, cfg.dropout) for _ in range(cfg.dec_layers))
+        self.layers = nn.ModuleList(
+            _DecoderLayer(d, cfg.dec_heads, cfg.dec_ff, cfg.dropout) for _ in range(cfg.dec_layers)
+        )
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, cfg.vocab_size)
 

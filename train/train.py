@@ -58,7 +58,8 @@ def _tokens(vocab: Vocab, captions, max_len: int) -> np.ndarray:
 def build_cache(model: ChangeCaptioner, dataset, records, variants_changed: int, path: Path, batch: int = 4) -> dict:
     """Render (or read) each pair, run the frozen trunk, store fp16 features.
 
-    Returns arrays: fa, fb [N,C,G,G] fp16, mask [N,G,G] fp16 (changed fraction, NaN row if no mask), idx [N] record index.
+    Returns arrays: fa, fb [N,C,G,G] fp16; mask [N,G,G] fp16 (changed fraction, NaN if the data has no mask);
+    idx [N] record index.
     """
     if path.exists():
         with np.load(path) as z:
@@ -121,8 +122,10 @@ def train(opts: TrainOptions) -> Path:
         return ds, recs[: opts.limit] if opts.limit else recs
 
     data_id = DATASET_ID_SYNTH if not opts.data_root else "levircc"
-    key = hashlib.sha256(
-        json.dumps([data_id, opts.captions, opts.limit, opts.variants, cfg.trunk_blocks, cfg.image_size]).encode()
+    synth_src = "".join(p.read_text() for p in sorted((Path(__file__).parent / "synth").glob("*.py")))
+    key = hashlib.sha256(  # everything that changes the cached features, the renderer's source included
+        json.dumps([data_id, opts.captions, opts.limit, opts.variants, cfg.trunk_blocks, cfg.image_size,
+                    hashlib.sha256(synth_src.encode()).hexdigest()]).encode()
     ).hexdigest()[:12]
     caches, tokens = {}, {}
     for name, nvar in (("train", opts.variants), ("val", 1)):
@@ -152,7 +155,7 @@ def train(opts: TrainOptions) -> Path:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if step % opts.log_every == 0 or step == opts.steps - 1:
-            row = {"step": step, "s": round(time.time() - t0, 1), **{k: round(float(v), 4) for k, v in losses.items()}}
+            row = {"step": step, "s": round(time.time() - t0, 1), **{k: round(v.item(), 4) for k, v in losses.items()}}
             if step % (opts.log_every * 10) == 0 or step == opts.steps - 1:
                 row.update(validate(model, caches["val"], tokens["val"]))
                 model.change.train()

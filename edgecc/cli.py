@@ -1,0 +1,283 @@
+"""The `edgecc` command: a thin shell over the library (see examples/ for the same through the API).
+
+    edgecc caption pre.tif post.tif [--json] [--geojson changes.geojson] [--heatmap heat.tif]
+    edgecc info [BUNDLE]            edgecc doctor
+    edgecc train / export / eval    (the factory: pip install 'edgecc[train,eval]')
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Change captioning at the edge: two images of the same place in, one sentence out.")
+
+_DEBUG = {"on": False}
+
+
+def _fail(e: BaseException) -> None:
+    """One line on stderr naming the file and the problem; a traceback only with --debug."""
+    if _DEBUG["on"]:
+        raise e
+    msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+    typer.echo(f"edgecc: error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def _parse_bands(bands: str | None):
+    if not bands:
+        return None
+    try:
+        out = tuple(int(b) for b in bands.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--bands takes 1-based band numbers like 3,2,1, got {bands!r}") from None
+    if any(b < 1 for b in out):
+        raise typer.BadParameter(f"--bands are 1-based, got {bands!r}")
+    return out
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")):
+    _DEBUG["on"] = debug
+
+
+@app.command()
+def caption(
+    pre: Path = typer.Argument(..., help="Before image (GeoTIFF, PNG, JPEG)."),
+    post: Path = typer.Argument(..., help="After image, same place."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Bundle directory (default: the bundled model)."),
+    backend: str = typer.Option("ort-cpu", help="Engine backend (see `edgecc doctor`)."),
+    precision: str = typer.Option("fp32", help="Bundle variant: fp32, fp16, int8."),
+    beam: int = typer.Option(1, help="Beam size (1 = greedy)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    geojson: Path | None = typer.Option(None, help="Write changed tiles with captions as GeoJSON."),
+    geojson_crs: str = typer.Option("image", help="GeoJSON coordinates: 'image' (the image CRS) or 'EPSG:4326'."),
+    heatmap: Path | None = typer.Option(None, help="Write the change-probability heatmap (GeoTIFF or PNG)."),
+    bands: str | None = typer.Option(None, help="1-based bands to use as RGB, e.g. 3,2,1."),
+    resize: bool = typer.Option(False, help="Resize the after image to the before image if sizes differ."),
+    overlap: int = typer.Option(32, help="Tile overlap in pixels for large scenes."),
+    batch: int = typer.Option(8, help="Tiles per inference batch."),
+    progress: bool = typer.Option(True, help="Progress bar for large scenes."),
+):
+    """Caption what changed between two images of the same place."""
+    try:
+        import edgecc
+        from edgecc.decoding import DecodingOptions
+        from edgecc.imagery import ReadOptions
+        from edgecc.tiling import TileOptions
+
+        captioner = edgecc.load(model, backend=backend, precision=precision, options=DecodingOptions(beam_size=beam))
+        scene = captioner.caption(
+            pre, post, ReadOptions(bands=_parse_bands(bands), resize=resize),
+            TileOptions(tile=captioner.input_size, overlap=overlap, batch=batch, progress=progress and not as_json),
+            geojson=geojson, heatmap=heatmap, geojson_crs=geojson_crs,
+        )
+    except typer.BadParameter:
+        raise
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the shell turns every failure into one line
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(scene_json(scene, captioner.bundle.name)))
+        return
+    typer.echo(scene.caption)
+    if len(scene.tiles) > 1:
+        typer.echo(scene.summary, err=True)
+
+
+def scene_json(scene, model_name: str) -> dict:
+    t = scene.timings
+    return {
+        "caption": scene.caption,
+        "changed": scene.changed,
+        "change_score": round(scene.change_score, 4),
+        "timings_ms": {
+            "encode": round(t.get("encode_ms", 0.0), 2),
+            "decode": round(t.get("decode_ms", 0.0), 2),
+            "total": round(t.get("total_s", 0.0) * 1e3, 2),
+        },
+        "model": model_name,
+        "tiles": [
+            {"col": x.col, "row": x.row, "width": x.width, "height": x.height, "caption": x.caption,
+             "changed": x.changed, "change_score": round(x.change_score, 4)}
+            for x in scene.tiles
+        ],
+        "summary": scene.summary,
+        "crs": scene.crs,
+    }
+
+
+@app.command()
+def info(model: Path | None = typer.Argument(None, help="Bundle directory (default: the bundled model).")):
+    """Show a bundle's manifest: model, inputs, precision variants and evaluation metrics."""
+    try:
+        from edgecc.bundle import Bundle
+
+        b = Bundle.open(model)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    m = b.manifest
+    typer.echo(f"bundle      {b.root}")
+    typer.echo(f"name        {m.get('name')}  ({m.get('arch')}, {m.get('params', 0) / 1e6:.2f}M params)")
+    typer.echo(f"input       {m['input']['size']}x{m['input']['size']} {','.join(m['input']['bands'])} uint8")
+    typer.echo(f"variants    {', '.join(m['variants'])}   opset {m.get('opset')}")
+    typer.echo(f"gate        threshold {m['gate']['threshold']}")
+    for name, meta in m["files"].items():
+        typer.echo(f"file        {name:14s} {meta['bytes'] / 1e6:7.2f} MB  sha256 {meta['sha256'][:16]}…")
+    metrics = m.get("metrics") or {}
+    if metrics:
+        label = "LEVIR-CC-synth" if metrics.get("dataset") == "levircc-synth" else metrics.get("dataset")
+        typer.echo(f"metrics     {label} {metrics.get('split')} n={metrics.get('n')}")
+        for k in ("metrics", "changed"):
+            sub = metrics.get(k, {})
+            sub = sub.get("metrics", sub) if k == "changed" else sub
+            typer.echo(f"  {k:9s} " + "  ".join(f"{n} {v:.3f}" for n, v in sub.items()))
+        typer.echo(f"  gate accuracy {metrics.get('gate_accuracy')}   mask IoU {metrics.get('mask_iou')}")
+
+
+@app.command()
+def doctor():
+    """Versions, ONNX Runtime providers, backends usable here, CPU features, TensorRT presence."""
+    import platform
+
+    import numpy
+
+    from edgecc.engines import backend_status
+
+    typer.echo(f"python        {platform.python_version()} ({platform.machine()}, {platform.system()})")
+    typer.echo(f"numpy         {numpy.__version__}")
+    try:
+        import onnxruntime as ort
+
+        typer.echo(f"onnxruntime   {ort.__version__}  providers: {', '.join(ort.get_available_providers())}")
+    except ImportError:
+        typer.echo("onnxruntime   not installed")
+    for mod in ("cv2", "rasterio", "tensorrt", "torch"):
+        try:
+            m = __import__(mod)
+            typer.echo(f"{mod:13s} {getattr(m, '__version__', '?')}")
+        except ImportError:
+            typer.echo(f"{mod:13s} not installed")
+    flags = _cpu_flags()
+    typer.echo(f"cpu           {_cpu_model()}; {len(__import__('os').sched_getaffinity(0))} cores; "
+               f"{' '.join(f for f in ('avx2', 'avx512f', 'fma', 'avx512_vnni', 'neon') if f in flags) or '-'}")
+    for name, reason in backend_status().items():
+        typer.echo(f"backend       {name:13s} {'ok' if reason is None else 'unavailable: ' + reason}")
+    try:
+        from edgecc.bundle import Bundle
+
+        b = Bundle.open()
+        typer.echo(f"default model {b.root} ({b.name}) verified")
+    except Exception as e:  # noqa: BLE001
+        typer.echo(f"default model unusable: {e}")
+
+
+def _cpu_info() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def _cpu_model() -> str:
+    import platform
+
+    for line in _cpu_info().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _cpu_flags() -> set[str]:
+    for line in _cpu_info().splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@app.command()
+def train(
+    captions: Path = typer.Option(..., help="LevirCCcaptions.json (LEVIR-CC captions, official split)."),
+    out: Path = typer.Option(Path("runs/teacher"), help="Output directory (model.pt, train_log.jsonl)."),
+    data_root: Path | None = typer.Option(None, help="A real LEVIR-CC root; default: LEVIR-CC-synth."),
+    steps: int = typer.Option(3000),
+    batch: int = typer.Option(64),
+    lr: float = typer.Option(5e-4),
+    variants: int = typer.Option(2, help="Renders per changed training pair."),
+    limit: int | None = typer.Option(None, help="Use only the first N pairs per split (smoke runs)."),
+    threads: int = typer.Option(2),
+):
+    """Train the teacher (factory: needs edgecc[train])."""
+    try:
+        from edgecc.train.train import TrainOptions
+        from edgecc.train.train import train as run
+
+        path = run(TrainOptions(captions=str(captions), out=str(out), data_root=str(data_root) if data_root else None,
+                                steps=steps, batch=batch, lr=lr, variants=variants, limit=limit, threads=threads))
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    typer.echo(f"checkpoint {path}")
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="model.pt from `edgecc train`."),
+    out: Path = typer.Argument(..., help="Bundle directory to write."),
+    validate: bool = typer.Option(True, help="ONNX checker + PyTorch parity + identical greedy tokens."),
+    name: str | None = typer.Option(None),
+):
+    """Export a checkpoint to a validated ONNX bundle (factory: needs edgecc[train])."""
+    try:
+        from edgecc.export.onnx import ExportOptions, export_bundle
+
+        m = export_bundle(checkpoint, out, ExportOptions(validate=validate, name=name))
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    typer.echo(f"bundle {out}: {', '.join(m['files'])}; validation {json.dumps(m.get('validation', 'skipped'))}")
+
+
+@app.command("eval")
+def evaluate(
+    captions: Path = typer.Option(..., help="LevirCCcaptions.json."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Bundle directory (default: bundled)."),
+    split: str = typer.Option("test"),
+    data_root: Path | None = typer.Option(None, help="A real LEVIR-CC root; default: LEVIR-CC-synth."),
+    limit: int | None = typer.Option(None),
+    beam: int = typer.Option(1),
+    backend: str = typer.Option("ort-cpu"),
+    meteor: bool = typer.Option(True, help="METEOR needs Java."),
+    as_json: bool = typer.Option(False, "--json"),
+    update_manifest: bool = typer.Option(False, help="Store the metrics in the bundle's manifest."),
+):
+    """Evaluate a bundle: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (all, changed), gate accuracy, mask IoU, baselines."""
+    try:
+        from edgecc.train.evaluate import EvalOptions, evaluate_bundle, format_report
+
+        opts = EvalOptions(split=split, limit=limit, beam_size=beam, meteor=meteor,
+                           data_root=str(data_root) if data_root else None)
+        rep = evaluate_bundle(model, str(captions), opts, backend=backend)
+        if update_manifest:
+            from edgecc.bundle import Bundle, write_manifest
+
+            b = Bundle.open(model)
+            keep = {k: rep[k] for k in ("dataset", "split", "n", "metrics", "changed", "gate_accuracy", "mask_iou")}
+            write_manifest(b.root, {**b.manifest, "files": list(b.manifest["files"]),
+                                    "metrics": {**keep, "beam_size": beam, "baselines": rep["baselines"]}})
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    typer.echo(json.dumps(rep) if as_json else format_report(rep))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("edgecc: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The CLI shell: caption (text, JSON, outputs), info, doctor; bad input is one line and a non-zero exit."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgecc.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def png_pair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pngs")
+    rng = np.random.default_rng(3)
+    pre = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    post = pre.copy()
+    post[40:120, 60:200] = (30, 30, 200)
+    cv2.imwrite(str(d / "pre.png"), pre)
+    cv2.imwrite(str(d / "post.png"), post)
+    return d / "pre.png", d / "post.png"
+
+
+def test_caption_json_contract(tiny_bundle, png_pair):
+    r = runner.invoke(app, ["caption", *map(str, png_pair), "--model", str(tiny_bundle), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert {"caption", "changed", "change_score", "timings_ms", "model", "tiles"} <= set(out)
+    assert set(out["timings_ms"]) == {"encode", "decode", "total"} and out["timings_ms"]["total"] > 0
+    assert isinstance(out["caption"], str) and out["caption"]
+    assert len(out["tiles"]) == 1 and 0 <= out["change_score"] <= 1
+
+
+def test_default_bundle_captions_example_pair():
+    r = runner.invoke(app, ["caption", str(ROOT / "examples/data/pre.png"), str(ROOT / "examples/data/post.png")])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() and r.stdout.strip() != "there is no difference"  # the example pair has changes
+
+
+def test_info_and_doctor(tiny_bundle):
+    r = runner.invoke(app, ["info", str(tiny_bundle)])
+    assert r.exit_code == 0 and "encoder.onnx" in r.stdout and "sha256" in r.stdout
+    r = runner.invoke(app, ["doctor"])
+    assert r.exit_code == 0 and "ort-cpu" in r.stdout and "CPUExecutionProvider" in r.stdout
+
+
+@pytest.mark.parametrize("problem", ["missing", "text", "empty"])
+def test_bad_input_is_one_line(tmp_path, png_pair, tiny_bundle, problem):
+    bad = tmp_path / "bad.tif"
+    if problem == "text":
+        bad.write_text("this is not an image\n")
+    elif problem == "empty":
+        bad.write_bytes(b"")
+    r = runner.invoke(app, ["caption", str(png_pair[0]), str(bad), "--model", str(tiny_bundle)])
+    assert r.exit_code == 2
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "bad.tif" in lines[0] and lines[0].startswith("edgecc: error:")
+
+
+def test_corrupt_bundle_is_one_line(tmp_path, png_pair, tiny_bundle):
+    import shutil
+
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    data = bytearray((b / "encoder.onnx").read_bytes())
+    data[100] ^= 0xFF
+    (b / "encoder.onnx").write_bytes(bytes(data))
+    r = runner.invoke(app, ["caption", *map(str, png_pair), "--model", str(b)])
+    assert r.exit_code == 2 and "encoder.onnx: sha256 mismatch" in r.stderr
+
+
+def test_runtime_never_imports_torch_or_onnx(tiny_bundle, png_pair):
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'onnx', 'onnxscript'):
+            raise ImportError('runtime imported ' + name)
+sys.meta_path.insert(0, Block())
+import edgecc, edgecc.cli
+from typer.testing import CliRunner
+r = CliRunner().invoke(edgecc.cli.app, ['caption', {str(png_pair[0])!r}, {str(png_pair[1])!r},
+                                        '--model', {str(tiny_bundle)!r}, '--json'])
+assert r.exit_code == 0, r.output
+print('ok')
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -1,0 +1,50 @@
+"""The one decoding loop: gate, greedy, beam; ONNX Runtime and PyTorch engines give the same tokens."""
+
+import numpy as np
+import pytest
+
+import edgecc
+from edgecc.decoding import NO_CHANGE_CAPTION, DecodingOptions, decode
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    rng = np.random.default_rng(1)
+    pre = rng.integers(0, 255, (3, 256, 256, 3), dtype=np.uint8)
+    post = pre.copy()
+    post[1:, 64:192, 64:192] = rng.integers(0, 255, (2, 128, 128, 3), dtype=np.uint8)
+    return pre, post
+
+
+def test_gate_closed_skips_decoder(tiny_bundle, pairs):
+    c = edgecc.load(tiny_bundle)
+    caps = decode(c.engine, c.vocab, *pairs, DecodingOptions(), gate_threshold=1.01)
+    assert all(x.text == NO_CHANGE_CAPTION and x.tokens == () and not x.changed for x in caps)
+
+
+def test_gate_open_decodes_every_pair(tiny_bundle, pairs):
+    c = edgecc.load(tiny_bundle)
+    caps = decode(c.engine, c.vocab, *pairs, DecodingOptions(max_len=8), gate_threshold=0.0)
+    assert all(x.changed and 0 < len(x.tokens) <= 8 for x in caps)
+    assert all(x.mask.shape == (16, 16) and 0 <= x.mask.min() <= x.mask.max() <= 1 for x in caps)
+    assert {"encode", "decode", "total"} <= set(caps[0].timings_ms)
+
+
+def test_beam_one_equals_greedy_and_beam_is_at_least_as_likely(tiny_bundle, pairs):
+    c = edgecc.load(tiny_bundle)
+    g = decode(c.engine, c.vocab, *pairs, DecodingOptions(gate=False, max_len=8))
+    b1 = decode(c.engine, c.vocab, *pairs, DecodingOptions(gate=False, max_len=8, beam_size=1))
+    b3 = decode(c.engine, c.vocab, *pairs, DecodingOptions(gate=False, max_len=8, beam_size=3))
+    assert [x.tokens for x in g] == [x.tokens for x in b1]
+    assert len(b3) == 3 and all(len(x.tokens) <= 8 for x in b3)
+
+
+def test_torch_engine_matches_ort_tokens(tiny_bundle, tiny_checkpoint, pairs):
+    pytest.importorskip("torch", reason="the torch engine needs the factory extra")
+    ort_c = edgecc.load(tiny_bundle)
+    torch_c = edgecc.load(tiny_bundle, backend="torch-cpu", checkpoint=tiny_checkpoint)
+    opts = DecodingOptions(gate=False, max_len=10)
+    a = decode(ort_c.engine, ort_c.vocab, *pairs, opts)
+    b = decode(torch_c.engine, torch_c.vocab, *pairs, opts)
+    assert [x.tokens for x in a] == [x.tokens for x in b]
+    np.testing.assert_allclose([x.change_score for x in a], [x.change_score for x in b], atol=1e-5)
