@@ -485,7 +485,10 @@ def layout(spec: ChangeSpec, rng: np.random.Generator, s: int) -> Layout:
     after_roads = list(base_roads)
     # 1) Roads changing in place: widen / pave / remove.
     for it in road_changes:
-        rd = base_roads[0]
+        standing = [r for r in after_roads if any(r is q for q in base_roads)]  # identity: geoms hold arrays
+        if not standing:  # e.g. "a road is removed" and "the road is widened" in one consensus
+            break
+        rd = standing[0]
         if it.action == "widen":
             wide = Obj("road", "road", dict(rd.geom, width=rd.geom["width"] * rng.uniform(1.6, 2.1), parent=rd.oid),
                        b.next_id)
