@@ -108,6 +108,16 @@ def _torch(device: str) -> Callable[[], str | None]:
     return check
 
 
+def _tensorrt() -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return "tensorrt python package not installed"
+    if importlib.util.find_spec("edgecc.engines.trt") is None:
+        return "native TensorRT engine not implemented yet (use ort-tensorrt)"
+    return None
+
+
 _ORT = "edgecc.engines.ort:OrtEngine"
 _TORCH = "edgecc.engines.torch:TorchEngine"
 register_backend(Backend("ort-cpu", _ORT, "cpu", _ort_provider("CPUExecutionProvider"), {"device": "cpu"}))
@@ -117,3 +127,4 @@ register_backend(
 )
 register_backend(Backend("torch-cpu", _TORCH, "cpu", _torch("cpu"), {"device": "cpu"}))
 register_backend(Backend("torch-cuda", _TORCH, "cuda", _torch("cuda"), {"device": "cuda"}))
+register_backend(Backend("tensorrt", "edgecc.engines.trt:TrtEngine", "cuda", _tensorrt))

@@ -1,0 +1,105 @@
+"""Presentation of an `edgecc.bench` report: rich terminal table, markdown table, latency-vs-CIDEr-D plot.
+
+Example:
+    >>> print_table(report); Path("bench.md").write_text(to_markdown(report)); save_plot(report, "bench.png")
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+QUALITY_LABEL = "LEVIR-CC-synth"
+_COLUMNS = (  # header, getter, format
+    ("backend", lambda r: r["backend"], "{}"),
+    ("prec", lambda r: r["precision"], "{}"),
+    ("B", lambda r: r["batch"], "{}"),
+    ("status", lambda r: r["status"], "{}"),
+    ("MB", lambda r: r["size_bytes"] and r["size_bytes"] / 1e6, "{:.2f}"),
+    ("enc", lambda r: r["latency_ms"]["encode_p50"], "{:.1f}"),
+    ("tok", lambda r: r["latency_ms"]["token_p50"], "{:.2f}"),
+    ("total p50/90/99", lambda r: _triple(r["latency_ms"]), "{}"),
+    ("pairs/s", lambda r: r["throughput_pairs_s"], "{:.1f}"),
+    ("cold s", lambda r: r["cold_start_s"], "{:.2f}"),
+    ("RSS MB", lambda r: r["peak_rss_mb"], "{:.0f}"),
+    ("CIDEr-D", lambda r: r["quality"]["CIDEr-D"], "{:.3f}"),
+    ("CIDEr chg", lambda r: r["quality"]["CIDEr-D-changed"], "{:.3f}"),
+    ("BLEU-4", lambda r: r["quality"]["BLEU-4"], "{:.3f}"),
+    ("gate", lambda r: r["quality"]["gate_accuracy"], "{:.3f}"),
+    ("drift", lambda r: r["quality"]["cider_drift"], "{:+.3f}"),
+    ("reason", lambda r: r.get("reason") or "", "{}"),
+)
+
+
+def _triple(lat: dict) -> str | None:
+    if lat["total_p50"] is None:
+        return None
+    return f"{lat['total_p50']:.1f}/{lat['total_p90']:.1f}/{lat['total_p99']:.1f}"
+
+
+def _cells(row: dict) -> list[str]:
+    out = []
+    for _, get, fmt in _COLUMNS:
+        v = get(row)
+        out.append("-" if v is None else fmt.format(v))
+    return out
+
+
+def _caption(report: dict) -> str:
+    m, b = report["machine"], report["bundle"]
+    q = next((r["quality"] for r in report["rows"] if r["quality"].get("n")), None)
+    qual = f"quality: {QUALITY_LABEL} {q['split']} n={q['n']}" if q else "quality: not measured"
+    return (f"{b['name']} ({b['files_sha256'][:12]}) on {m['cpu']}, {m['cores']} cores"
+            f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}; onnxruntime {m['versions']['onnxruntime']}; "
+            f"load {m['loadavg_at_start']}; {report['date']}; {qual}; latency ms p50 per call at the row's batch "
+            "(enc: encoder, tok: one decoder step), gate on, greedy; drift: CIDEr-D minus the reference row's")
+
+
+def print_table(report: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=None if sys.stdout.isatty() else 220)  # files and pipes get every column
+    table = Table(title="edgecc bench", caption=_caption(report), show_lines=False)
+    for head, _, _ in _COLUMNS:
+        table.add_column(head, overflow="fold", no_wrap=head != "reason", min_width=24 if head == "reason" else None)
+    style = {"ok": None, "skipped": "dim", "failed": "red"}
+    for r in report["rows"]:
+        table.add_row(*_cells(r), style=style.get(r["status"]))
+    console.print(table)
+
+
+def to_markdown(report: dict) -> str:
+    lines = ["# edgecc bench", "", _caption(report), "",
+             "| " + " | ".join(h for h, _, _ in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    for r in report["rows"]:
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in _cells(r)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_plot(report: dict, path: str | Path) -> None:
+    """Latency (batch-1 total p50) vs CIDEr-D, one point per (backend, precision) that has both."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install 'edgecc[plot]'") from None
+    pts = [r for r in report["rows"] if r["batch"] == min(x["batch"] for x in report["rows"])
+           and r["latency_ms"]["total_p50"] is not None and r["quality"]["CIDEr-D"] is not None]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for r in pts:
+        ax.scatter(r["latency_ms"]["total_p50"], r["quality"]["CIDEr-D"])
+        ax.annotate(f"{r['backend']} {r['precision']}", (r["latency_ms"]["total_p50"], r["quality"]["CIDEr-D"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("end-to-end latency p50 (ms, batch 1)")
+    ax.set_ylabel(f"CIDEr-D ({QUALITY_LABEL})")
+    ax.set_title(f"edgecc bench: {report['bundle']['name']} on {report['machine']['cpu'][:40]}", fontsize=9)
+    if not pts:
+        ax.text(0.5, 0.5, "no row has both latency and quality", ha="center", transform=ax.transAxes)
+    ax.margins(x=0.2, y=0.2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

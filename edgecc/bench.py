@@ -1,0 +1,484 @@
+"""Latency and quality across backends x precisions x batch sizes, in one table.
+
+The matrix comes from the registries: every backend in `edgecc.engines.BACKENDS` x every precision in `PRECISIONS`
+x the batch sizes asked. A row that cannot run here stays in the table with its reason. Each runnable
+(backend, precision) runs in a fresh subprocess (`python -m edgecc.bench --row SPEC`), so cold start and peak RSS
+are its own: cold start = bundle open + engine creation + first caption; peak RSS is read before the quality pass.
+Latency rotates over rendered LEVIR-CC-synth-style pairs (changed and unchanged, gate on, greedy); quality is
+`edgecc.train.evaluate.evaluate` (METEOR off) on the LEVIR-CC-synth test split.
+
+Example:
+    >>> from edgecc.bench import BenchOptions, run, save_outputs
+    >>> report = run(BenchOptions(quick=True, backends=("ort-cpu",), checkpoint="runs/teacher/model.pt"))
+    >>> save_outputs(report, json_path="bench.json", markdown_path="bench.md")
+    >>> [(r["backend"], r["precision"], r["batch"], r["status"], r["latency_ms"]["total_p50"]) for r in report["rows"]]
+
+    $ edgecc bench --quick --backends ort-cpu,torch-cpu --checkpoint runs/teacher/model.pt --json bench.json
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import Bundle
+from .engines import BACKENDS, Backend
+
+_REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CAPTIONS = _REPO.parent / "shared" / "data" / "levircc" / "LevirCCcaptions.json"
+DATASET = "levircc-synth"
+REFERENCE = ("ort-cpu", "fp32")  # cider_drift's global reference row
+_TORCH_FACTORY = "edgecc.engines.torch:"
+
+
+# ---------------------------------------------------------------------------------------------- registries
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A precision the bench asks every backend for.
+
+    ORT-like backends run it when the bundle manifest has the variant; the torch engine casts the checkpoint to
+    `torch_dtype` (None: it cannot), on CPU only when `torch_cpu`.
+    """
+
+    name: str
+    torch_dtype: str | None = None
+    torch_cpu: bool = False
+
+
+PRECISIONS: dict[str, Precision] = {}
+
+
+def register_precision(p: Precision) -> Precision:
+    PRECISIONS[p.name] = p
+    return p
+
+
+register_precision(Precision("fp32", torch_dtype="float32", torch_cpu=True))
+register_precision(Precision("fp16", torch_dtype="float16"))
+register_precision(Precision("int8"))
+
+
+# ---------------------------------------------------------------------------------------------- options and plan
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    model: str | None = None  # bundle directory; None: the bundled default model
+    checkpoint: str | None = None  # PyTorch checkpoint for torch-* rows (else <bundle>/model.pt)
+    captions: str | None = None  # LevirCCcaptions.json; None: ../shared/data/levircc/ next to the repo
+    backends: tuple[str, ...] | None = None  # None: every registered backend
+    precisions: tuple[str, ...] | None = None  # None: every registered precision
+    batches: tuple[int, ...] = (1, 8)
+    quick: bool = False  # fewer reps, 100 quality pairs: a smoke run in well under 3 minutes on 2 cores
+    quality: bool = True
+    quality_limit: int | None = None  # pairs of the test split; None: 100 with quick, else all (1,929)
+    n_inputs: int = 12  # rendered pairs the timing rotates over (2 of every 6 unchanged)
+    warmup: int | None = None  # calls before timing; None: 2 quick / 5
+    min_reps: int | None = None  # None: 8 quick / 30
+    max_reps: int = 1000
+    budget_s: float | None = None  # time budget per batch size once min_reps are done; None: 2 quick / 15
+    isolate: bool = True  # one subprocess per (backend, precision); False: in this process (RSS then shared)
+    row_timeout_s: float = 1800.0
+
+    @property
+    def timing(self) -> dict:
+        q = self.quick
+        return {"warmup": self.warmup if self.warmup is not None else (2 if q else 5),
+                "min_reps": self.min_reps if self.min_reps is not None else (8 if q else 30),
+                "max_reps": self.max_reps, "budget_s": self.budget_s if self.budget_s is not None else (2 if q else 15)}
+
+    @property
+    def captions_path(self) -> Path:
+        return Path(self.captions) if self.captions else DEFAULT_CAPTIONS
+
+    @property
+    def limit(self) -> int | None:
+        return self.quality_limit if self.quality_limit is not None else (100 if self.quick else None)
+
+
+def _is_torch(backend: Backend) -> bool:
+    return backend.factory.startswith(_TORCH_FACTORY)
+
+
+def _checkpoint(bundle: Bundle, opts: BenchOptions) -> Path | None:
+    ck = Path(opts.checkpoint) if opts.checkpoint else bundle.path("model.pt")
+    return ck if ck.is_file() else None
+
+
+def row_reason(backend: Backend, precision: Precision, bundle: Bundle, opts: BenchOptions) -> str | None:
+    """None when (backend, precision) can run here with this bundle, else why not."""
+    reason = backend.available()
+    if reason:
+        return reason
+    if _is_torch(backend):
+        if precision.torch_dtype is None:
+            return f"{precision.name} is not supported by the torch engine"
+        if backend.device == "cpu" and not precision.torch_cpu:
+            return f"{precision.name} on CPU not supported by this engine"
+        if _checkpoint(bundle, opts) is None:
+            return "no PyTorch checkpoint (pass --checkpoint)"
+        return None
+    if precision.name not in bundle.manifest.get("variants", {}):
+        return f"no {precision.name} variant in the bundle"
+    return None
+
+
+def size_bytes(backend: Backend, precision: str, bundle: Bundle, opts: BenchOptions) -> int | None:
+    """Bytes a deployment loads: the variant's ONNX files (external data included), or the checkpoint for torch."""
+    if _is_torch(backend):
+        ck = _checkpoint(bundle, opts)
+        return ck.stat().st_size if ck else None
+    variant = bundle.manifest.get("variants", {}).get(precision)
+    if not variant:
+        return None
+    files = bundle.manifest["files"]
+    names = {v for v in variant.values() if isinstance(v, str) and v in files}
+    names |= {n for n in files for v in names if n != v and n.startswith(v)}  # encoder.onnx.data and the like
+    return sum(int(files[n]["bytes"]) for n in names)
+
+
+def _empty_row(backend: str, precision: str, batch: int) -> dict:
+    return {"backend": backend, "precision": precision, "batch": batch, "status": "skipped", "reason": None,
+            "size_bytes": None,
+            "latency_ms": {k: None for k in ("encode_p50", "token_p50", "total_p50", "total_p90", "total_p99")},
+            "throughput_pairs_s": None, "cold_start_s": None, "peak_rss_mb": None,
+            "quality": {k: None for k in ("CIDEr-D", "CIDEr-D-changed", "BLEU-4", "gate_accuracy", "cider_drift")}}
+
+
+def plan(opts: BenchOptions, bundle: Bundle | None = None) -> list[dict]:
+    """Every asked backend x precision x batch as a row; rows that cannot run carry status 'skipped' and a reason."""
+    bundle = bundle or Bundle.open(opts.model)
+    names = opts.backends or tuple(BACKENDS)
+    precs = opts.precisions or tuple(PRECISIONS)
+    for n, reg in ((names, BACKENDS), (precs, PRECISIONS)):
+        unknown = [x for x in n if x not in reg]
+        if unknown:
+            raise ValueError(f"unknown {', '.join(unknown)}: choose from {', '.join(reg)}")
+    rows = []
+    for name in names:
+        for p in precs:
+            reason = row_reason(BACKENDS[name], PRECISIONS[p], bundle, opts)
+            for b in sorted(set(opts.batches)):
+                row = _empty_row(name, p, b)
+                row.update(status="pending" if reason is None else "skipped", reason=reason,
+                           size_bytes=size_bytes(BACKENDS[name], p, bundle, opts))
+                rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- machine, inputs
+
+_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "neon",
+          "asimd", "asimddp")
+
+
+def machine_info() -> dict:
+    cpu_model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, val = line.partition(":")
+            if key.strip() == "model name" and cpu_model in ("unknown", platform.processor()):
+                cpu_model = val.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = set(val.split())
+    except OSError:
+        pass
+    import onnxruntime as ort
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "onnxruntime": ort.__version__}
+    for pkg in ("torch", "tensorrt"):
+        try:
+            from importlib.metadata import version
+
+            versions[pkg] = version(pkg)
+        except Exception:  # noqa: BLE001 - not installed
+            versions[pkg] = None
+    gpu = None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10)
+        gpu = out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"cpu": cpu_model, "cpu_flags": sorted(f for f in _FLAGS if f in flags),
+            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "logical_cpus": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+            "os": f"{platform.system()} {platform.release()}", "machine": platform.machine(), "gpu": gpu,
+            "providers": ort.get_available_providers(), "versions": versions,
+            "env_threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}}
+
+
+# Fixed captions, parsed by the LEVIR-CC-synth parser and rendered: inputs do not depend on the dataset being here.
+_INPUT_CAPTIONS = (
+    "many houses are built along the road", "some trees are removed and buildings appear on the bareland",
+    "there is no difference", "a road is built at the top", "several buildings are built in the bottom left",
+    "the two scenes seem identical",
+)
+
+
+def make_inputs(size: int, n: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """-> pre, post uint8 [n,size,size,3]: rendered pairs cycling over changed and unchanged captions."""
+    from .train.synth import merge_specs, parse_caption, render_pair
+
+    pre, post = [], []
+    for i in range(n):
+        cap = _INPUT_CAPTIONS[i % len(_INPUT_CAPTIONS)]
+        flag = int("difference" not in cap and "identical" not in cap)
+        a, b, _ = render_pair(f"bench_{i:04d}", merge_specs([parse_caption(cap.split())], flag), size)
+        pre.append(a)
+        post.append(b)
+    return np.stack(pre), np.stack(post)
+
+
+# ---------------------------------------------------------------------------------------------- one configuration
+
+
+class _StepTimer:
+    """Engine proxy that times every decoder step (seconds), so token latency covers decoder steps only."""
+
+    def __init__(self, engine):
+        self._engine, self.steps, self.on = engine, [], False
+
+    def step(self, tokens, position, state):
+        t = time.perf_counter()
+        out = self._engine.step(tokens, position, state)
+        if self.on:
+            self.steps.append(time.perf_counter() - t)
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+
+def _pct(xs, q) -> float | None:
+    return round(float(np.percentile(xs, q)), 3) if len(xs) else None
+
+
+def _threads(engine) -> dict:
+    out = {}
+    for part in ("encoder", "decoder"):
+        sess = getattr(engine, part, None)
+        if sess is not None and hasattr(sess, "get_session_options"):
+            out[f"ort_{part}_intra_op"] = sess.get_session_options().intra_op_num_threads
+    if getattr(engine, "torch", None) is not None:
+        out["torch_threads"] = engine.torch.get_num_threads()
+    return out
+
+
+def time_batch(cap, timer: _StepTimer, pre, post, batch: int, timing: dict) -> dict:
+    """Warm up, then time calls at `batch` until min_reps are done and medians are stable or the budget is spent."""
+    n = len(pre)
+
+    def call(k):
+        idx = [(k * batch + i) % n for i in range(batch)]  # rotate so no two consecutive calls see the same pairs
+        t = time.perf_counter()
+        caps = cap.caption_batch(pre[idx], post[idx])
+        return (time.perf_counter() - t) * 1e3, caps[0].timings_ms["encode"], sum(c.changed for c in caps)
+
+    for k in range(timing["warmup"]):
+        call(k)
+    timer.steps.clear()
+    timer.on = True
+    totals, encodes, changed, stable, last_med = [], [], 0, False, None
+    t0 = time.perf_counter()
+    k = timing["warmup"]
+    while len(totals) < timing["max_reps"]:
+        total, enc, ch = call(k)
+        k += 1
+        totals.append(total)
+        encodes.append(enc)
+        changed += ch
+        if len(totals) >= timing["min_reps"] and len(totals) % timing["min_reps"] == 0:
+            med = float(np.median(totals))
+            stable = last_med is not None and abs(med - last_med) <= 0.02 * last_med
+            last_med = med
+            if stable or time.perf_counter() - t0 > timing["budget_s"]:
+                break
+    timer.on = False
+    arr = np.asarray(totals)
+    p50 = float(np.median(arr))
+    mad = float(np.median(np.abs(arr - p50)))
+    steps_ms = np.asarray(timer.steps) * 1e3
+    return {"latency_ms": {"encode_p50": _pct(encodes, 50), "token_p50": _pct(steps_ms, 50),
+                           "total_p50": _pct(totals, 50), "total_p90": _pct(totals, 90), "total_p99": _pct(totals, 99)},
+            "throughput_pairs_s": round(batch * 1e3 / float(np.mean(totals)), 2),
+            "timing": {"reps": len(totals), "stable": stable, "outliers": int(np.sum(arr > p50 + 5 * mad)),
+                       "seconds": round(time.perf_counter() - t0, 2), "decoder_steps": len(steps_ms),
+                       "changed_fraction": round(changed / (len(totals) * batch), 3)}}
+
+
+def run_config(spec: dict) -> dict:
+    """Run one (backend, precision) for every batch size: the body of one `--row` subprocess."""
+    from .captioner import load
+
+    t0 = time.perf_counter()
+    engine_opts = {"checkpoint": spec["checkpoint"]} if spec.get("checkpoint") else {}
+    cap = load(spec["model"], backend=spec["backend"], precision=spec["precision"], **engine_opts)
+    timer = _StepTimer(cap.engine)
+    cap.engine = timer
+    with np.load(spec["inputs"]) as z:
+        pre, post = z["pre"], z["post"]
+    cap.caption_batch(pre[:1], post[:1])
+    out = {"cold_start_s": round(time.perf_counter() - t0, 3), "threads": _threads(timer._engine), "batches": {}}
+    for b in spec["batches"]:
+        try:
+            out["batches"][str(b)] = {"status": "ok", **time_batch(cap, timer, pre, post, b, spec["timing"])}
+        except Exception as e:  # noqa: BLE001 - one batch size failing (memory) must not lose the others
+            out["batches"][str(b)] = {"status": "failed", "reason": f"{e.__class__.__name__}: {e}"[:300]}
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+    out["quality"], out["quality_reason"] = None, spec.get("quality_reason")
+    if spec.get("captions"):
+        from .train.evaluate import EvalOptions, evaluate
+
+        rep = evaluate(cap, spec["captions"], EvalOptions(split="test", limit=spec.get("limit"), meteor=False))
+        out["quality"] = {"CIDEr-D": rep["metrics"].get("CIDEr-D"),
+                          "CIDEr-D-changed": rep["changed"]["metrics"].get("CIDEr-D"),
+                          "BLEU-4": rep["metrics"].get("BLEU-4"), "gate_accuracy": rep["gate_accuracy"],
+                          "n": rep["n"], "split": rep["split"], "dataset": rep["dataset"]}
+    return out
+
+
+def _run_isolated(spec: dict, workdir: Path, timeout: float) -> dict:
+    spec_path = workdir / f"{spec['backend']}-{spec['precision']}.json"
+    spec = {**spec, "out": str(spec_path.with_suffix(".out.json"))}
+    spec_path.write_text(json.dumps(spec))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edgecc.bench", "--row", str(spec_path)], capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"timed out after {timeout:.0f} s") from None
+    out = Path(spec["out"])
+    if proc.returncode != 0 or not out.is_file():
+        tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise RuntimeError(tail[-1] if tail else f"row subprocess exited with {proc.returncode}")
+    return json.loads(out.read_text())
+
+
+# ---------------------------------------------------------------------------------------------- the whole matrix
+
+
+def _drift(rows: list[dict]) -> None:
+    """cider_drift = CIDEr-D - the reference's: the family's CPU fp32 row (ort-cpu fp32 for the reference rows)."""
+    q = {(r["backend"], r["precision"]): r["quality"] for r in rows if r["quality"]["CIDEr-D"] is not None}
+    for r in rows:
+        if r["quality"]["CIDEr-D"] is None:
+            continue
+        fam = r["backend"].split("-")[0]
+        ref = next(((b, "fp32") for b in (f"{fam}-cpu", fam) if (b, "fp32") in q), None)
+        if ref is None or ref == (r["backend"], r["precision"]):
+            ref = REFERENCE
+        if ref in q:
+            r["quality"]["cider_drift"] = round(r["quality"]["CIDEr-D"] - q[ref]["CIDEr-D"], 4)
+            r["quality"]["drift_ref"] = "/".join(ref)
+
+
+def run(opts: BenchOptions = BenchOptions(), progress=None) -> dict:
+    """Run the matrix -> {machine, date, bundle, dataset, options, rows: [{backend, precision, batch, status, reason,
+    size_bytes, latency_ms{encode_p50, token_p50, total_p50, total_p90, total_p99}, throughput_pairs_s, cold_start_s,
+    peak_rss_mb, quality{CIDEr-D, CIDEr-D-changed, BLEU-4, gate_accuracy, cider_drift}, ...}]}."""
+    say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    bundle = Bundle.open(opts.model)
+    rows = plan(opts, bundle)
+    captions = opts.captions_path if opts.quality else None
+    quality_reason = None
+    if not opts.quality:
+        quality_reason = "quality off (--no-quality)"
+    elif not captions.is_file():
+        captions, quality_reason = None, f"captions file not found: {opts.captions_path} (pass --captions)"
+    report = {"machine": machine_info(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+              timespec="seconds"), "bundle": {"name": bundle.name, "root": str(bundle.root),
+              "files_sha256": bundle.files_sha256, "variants": list(bundle.manifest.get("variants", {})),
+              "params": bundle.manifest.get("params"), "input_size": bundle.manifest["input"]["size"]},
+              "dataset": DATASET, "options": {**asdict(opts), "timing": opts.timing, "limit": opts.limit},
+              "rows": rows}
+    configs = sorted({(r["backend"], r["precision"]) for r in rows if r["status"] == "pending"},
+                     key=lambda c: (c != REFERENCE, [r["backend"] for r in rows].index(c[0])))
+    with tempfile.TemporaryDirectory(prefix="edgecc-bench-") as tmp:
+        if configs:
+            pre, post = make_inputs(int(bundle.manifest["input"]["size"]), opts.n_inputs)
+            np.savez(Path(tmp) / "inputs.npz", pre=pre, post=post)
+        for backend, precision in configs:
+            mine = [r for r in rows if (r["backend"], r["precision"]) == (backend, precision)]
+            spec = {"model": str(bundle.root), "backend": backend, "precision": precision,
+                    "batches": [r["batch"] for r in mine], "timing": opts.timing,
+                    "inputs": str(Path(tmp) / "inputs.npz"),
+                    "checkpoint": str(_checkpoint(bundle, opts)) if _is_torch(BACKENDS[backend]) else None,
+                    "captions": str(captions) if captions else None, "limit": opts.limit,
+                    "quality_reason": quality_reason}
+            say(f"bench {backend} {precision} batches {spec['batches']} ...")
+            t = time.perf_counter()
+            try:
+                res = _run_isolated(spec, Path(tmp), opts.row_timeout_s) if opts.isolate else run_config(spec)
+            except Exception as e:  # noqa: BLE001 - a failed row is a row, not a crash
+                for r in mine:
+                    r.update(status="failed", reason=str(e)[:300])
+                say(f"  failed: {e}")
+                continue
+            say(f"  done in {time.perf_counter() - t:.1f} s")
+            ok = [r for r in mine if res["batches"][str(r["batch"])]["status"] == "ok"]
+            best = max(ok, key=lambda r: res["batches"][str(r["batch"])]["throughput_pairs_s"], default=None)
+            for r in mine:
+                br = res["batches"][str(r["batch"])]
+                r.update(status=br["status"], reason=br.get("reason"), cold_start_s=res["cold_start_s"],
+                         peak_rss_mb=res["peak_rss_mb"], threads=res["threads"], isolated=opts.isolate)
+                if br["status"] == "ok":
+                    r.update(latency_ms=br["latency_ms"], throughput_pairs_s=br["throughput_pairs_s"],
+                             timing=br["timing"], best_batch=best["batch"],
+                             best_throughput_pairs_s=res["batches"][str(best["batch"])]["throughput_pairs_s"])
+                if res["quality"]:
+                    r["quality"].update(res["quality"])
+                else:
+                    r["quality_reason"] = res["quality_reason"]
+    for r in rows:
+        if r["status"] == "skipped" or (r["status"] == "failed" and r["quality"]["CIDEr-D"] is None):
+            r["quality_reason"] = r["reason"]
+    _drift(rows)
+    return report
+
+
+def save_outputs(report: dict, json_path=None, markdown_path=None, plot_path=None) -> None:
+    """Write the report as JSON, a markdown table, and/or a latency-vs-CIDEr-D PNG (needs the 'plot' extra)."""
+    from . import _bench_report
+
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+    if markdown_path:
+        Path(markdown_path).write_text(_bench_report.to_markdown(report))
+    if plot_path:
+        _bench_report.save_plot(report, plot_path)
+
+
+def print_table(report: dict, console=None) -> None:
+    from . import _bench_report
+
+    _bench_report.print_table(report, console)
+
+
+def _row_main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "--row":
+        print("usage: python -m edgecc.bench --row SPEC.json   (internal; use `edgecc bench`)", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[1]).read_text())
+    Path(spec["out"]).write_text(json.dumps(run_config(spec)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_row_main(sys.argv[1:]))
+
+
+__all__ = ["BenchOptions", "PRECISIONS", "Precision", "machine_info", "make_inputs", "plan", "print_table",
+           "register_precision", "row_reason", "run", "save_outputs"]

@@ -1,0 +1,176 @@
+"""edgecc.bench: the registry-driven matrix, skip reasons, the report schema on a tiny real run, quality.
+
+No timing assertions: benchmarks live in the benchmark. Fixtures `tiny_bundle` / `tiny_checkpoint` come from
+tests/conftest.py (tests/data/make_tiny_bundle.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from edgecc import bench
+from edgecc.bench import PRECISIONS, BenchOptions, Precision, plan, run, save_outputs
+from edgecc.bundle import Bundle
+from edgecc.engines import BACKENDS
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CAPTIONS = SHARED_DATA / "levircc" / "LevirCCcaptions.json"
+FAST = dict(warmup=1, min_reps=2, budget_s=0.0, n_inputs=4)  # smallest honest timing loop
+LATENCY_KEYS = {"encode_p50", "token_p50", "total_p50", "total_p90", "total_p99"}
+QUALITY_KEYS = {"CIDEr-D", "CIDEr-D-changed", "BLEU-4", "gate_accuracy", "cider_drift"}
+ROW_KEYS = {"backend", "precision", "batch", "status", "reason", "size_bytes", "latency_ms", "throughput_pairs_s",
+            "cold_start_s", "peak_rss_mb", "quality"}
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _rows(rows, backend, precision):
+    return [r for r in rows if (r["backend"], r["precision"]) == (backend, precision)]
+
+
+def test_matrix_is_every_backend_x_precision_x_batch(tiny_bundle):
+    rows = plan(BenchOptions(model=str(tiny_bundle), batches=(1, 8)))
+    got = {(r["backend"], r["precision"], r["batch"]) for r in rows}
+    assert got == {(b, p, n) for b in BACKENDS for p in PRECISIONS for n in (1, 8)}
+    assert "tensorrt" in BACKENDS  # the native TensorRT entry joins through the registry
+    for r in rows:
+        assert set(r) >= ROW_KEYS
+        assert r["status"] in ("pending", "skipped")
+        assert (r["status"] == "skipped") == bool(r["reason"])
+
+
+def test_skip_reasons(tiny_bundle, tiny_checkpoint):
+    rows = plan(BenchOptions(model=str(tiny_bundle), batches=(1,)))  # the tiny bundle dir holds no model.pt
+    assert _rows(rows, "ort-cpu", "fp32")[0]["status"] == "pending"
+    assert _rows(rows, "ort-cpu", "int8")[0]["reason"] == "no int8 variant in the bundle"
+    assert _rows(rows, "ort-cpu", "fp32")[0]["size_bytes"] == sum(
+        m["bytes"] for n, m in Bundle.open(tiny_bundle).manifest["files"].items() if n.endswith(".onnx"))
+    if importlib.util.find_spec("tensorrt") is None:
+        assert _rows(rows, "tensorrt", "fp32")[0]["reason"] == "tensorrt python package not installed"
+    if not HAS_TORCH:
+        return
+    assert _rows(rows, "torch-cpu", "fp32")[0]["reason"] == "no PyTorch checkpoint (pass --checkpoint)"
+    rows = plan(BenchOptions(model=str(tiny_bundle), checkpoint=str(tiny_checkpoint), batches=(1,)))
+    assert _rows(rows, "torch-cpu", "fp32")[0]["status"] == "pending"
+    assert _rows(rows, "torch-cpu", "fp32")[0]["size_bytes"] == Path(tiny_checkpoint).stat().st_size
+    assert _rows(rows, "torch-cpu", "fp16")[0]["reason"] == "fp16 on CPU not supported by this engine"
+    assert "int8" in _rows(rows, "torch-cpu", "int8")[0]["reason"]
+
+
+def test_a_new_precision_joins_by_one_registry_entry(tiny_bundle, monkeypatch):
+    monkeypatch.setitem(PRECISIONS, "bf16", Precision("bf16", torch_dtype="bfloat16"))
+    rows = plan(BenchOptions(model=str(tiny_bundle), backends=("ort-cpu",), batches=(1,)))
+    assert _rows(rows, "ort-cpu", "bf16")[0]["reason"] == "no bf16 variant in the bundle"
+
+
+def test_unknown_names_are_clear_errors(tiny_bundle):
+    with pytest.raises(ValueError, match="unknown ort-npu"):
+        plan(BenchOptions(model=str(tiny_bundle), backends=("ort-npu",)))
+
+
+def test_step_timer_counts_decoder_steps_only():
+    """Token latency is measured over Engine.step calls, never over encode."""
+
+    class Engine:
+        def encode(self, *a):
+            return "enc"
+
+        def step(self, tokens, position, state):
+            return tokens, state
+
+    class Cap:
+        def __init__(self, timer):
+            self.timer = timer
+
+        def caption_batch(self, pre, post):
+            from edgecc.decoding import Caption
+
+            self.timer.encode(pre, post)
+            for t in range(3):
+                self.timer.step(pre, t, None)
+            return [Caption("x", (), True, 1.0, timings_ms={"encode": 0.1}) for _ in pre]
+
+    import numpy as np
+
+    timer = bench._StepTimer(Engine())
+    pre = np.zeros((4, 8, 8, 3), np.uint8)
+    out = bench.time_batch(Cap(timer), timer, pre, pre, 2, {"warmup": 1, "min_reps": 2, "max_reps": 4, "budget_s": 0})
+    assert out["timing"]["decoder_steps"] == 3 * out["timing"]["reps"]
+    assert out["timing"]["changed_fraction"] == 1.0
+    assert set(out["latency_ms"]) == LATENCY_KEYS and out["latency_ms"]["token_p50"] is not None
+
+
+def test_report_schema_on_a_tiny_run(tiny_bundle, tiny_checkpoint, tmp_path):
+    backends = ("ort-cpu", "ort-cuda") + (("torch-cpu",) if HAS_TORCH else ())
+    opts = BenchOptions(model=str(tiny_bundle), checkpoint=str(tiny_checkpoint), backends=backends,
+                        precisions=("fp32", "int8"), batches=(1, 2), quality=False, **FAST)
+    report = run(opts, progress=lambda msg: None)
+    save_outputs(report, json_path=tmp_path / "b.json", markdown_path=tmp_path / "b.md")
+    rep = json.loads((tmp_path / "b.json").read_text())
+    assert {"machine", "date", "bundle", "dataset", "rows"} <= set(rep)
+    assert rep["dataset"] == "levircc-synth"
+    assert {"cpu", "cpu_flags", "cores", "versions", "gpu"} <= set(rep["machine"])
+    assert len(rep["rows"]) == len(backends) * 2 * 2
+    for r in rep["rows"]:
+        assert set(r) >= ROW_KEYS and set(r["latency_ms"]) == LATENCY_KEYS and set(r["quality"]) >= QUALITY_KEYS
+        assert r["status"] in ("ok", "skipped", "failed")
+        assert r["quality"]["CIDEr-D"] is None and r["quality_reason"]
+        if r["status"] != "ok":
+            assert r["reason"]
+    ok = [r for r in rep["rows"] if r["status"] == "ok"]
+    assert {(r["backend"], r["precision"]) for r in ok} >= {(b, "fp32") for b in backends if b != "ort-cuda"}
+    assert [r["reason"] for r in _rows(rep["rows"], "ort-cpu", "int8")] == ["no int8 variant in the bundle"] * 2
+    for r in ok:
+        lat = r["latency_ms"]
+        assert lat["total_p50"] > 0 and lat["encode_p50"] > 0 and lat["total_p99"] >= lat["total_p50"]
+        assert r["throughput_pairs_s"] > 0 and r["cold_start_s"] > 0 and r["peak_rss_mb"] > 0
+        assert r["best_batch"] in (1, 2) and r["timing"]["reps"] >= 2
+    md = (tmp_path / "b.md").read_text()
+    assert "LEVIR-CC-synth" in md or "quality: not measured" in md
+    assert md.count("\n| ort-cpu |") == 4
+
+
+def test_plot(tiny_bundle, tmp_path):
+    pytest.importorskip("matplotlib", reason="--plot needs the 'plot' extra")
+    report = run(BenchOptions(model=str(tiny_bundle), backends=("ort-cpu",), precisions=("fp32",), batches=(1,),
+                              quality=False, isolate=False, **FAST), progress=lambda msg: None)
+    save_outputs(report, plot_path=tmp_path / "b.png")
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.requires_shared
+def test_quality_on_a_tiny_subset(tiny_bundle):
+    if not CAPTIONS.is_file():
+        pytest.skip(f"LEVIR-CC captions not found at {CAPTIONS} (only present next to the project checkout)")
+    pytest.importorskip("pycocoevalcap", reason="caption metrics need the 'eval' extra")
+    report = run(BenchOptions(model=str(tiny_bundle), captions=str(CAPTIONS), backends=("ort-cpu",),
+                              precisions=("fp32",), batches=(1,), quality_limit=4, isolate=False, **FAST),
+                 progress=lambda msg: None)
+    q = report["rows"][0]["quality"]
+    assert q["n"] == 4 and q["dataset"] == "levircc-synth"
+    assert q["CIDEr-D"] is not None and q["BLEU-4"] is not None and 0 <= q["gate_accuracy"] <= 1
+    assert q["cider_drift"] == 0.0 and q["drift_ref"] == "ort-cpu/fp32"  # the reference row against itself
+
+
+def test_missing_captions_give_null_quality_with_reason(tiny_bundle, tmp_path):
+    report = run(BenchOptions(model=str(tiny_bundle), captions=str(tmp_path / "nope.json"), backends=("ort-cpu",),
+                              precisions=("fp32",), batches=(1,), isolate=False, **FAST), progress=lambda msg: None)
+    row = report["rows"][0]
+    assert row["status"] == "ok" and row["quality"]["CIDEr-D"] is None
+    assert "captions file not found" in row["quality_reason"]
+
+
+def test_cli_bench(tiny_bundle, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgecc.cli import app
+
+    out = tmp_path / "cli.json"
+    res = CliRunner().invoke(app, ["bench", "--model", str(tiny_bundle), "--backends", "ort-cpu", "--precisions",
+                                   "fp32,int8", "--batches", "1", "--no-quality", "--quick", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["precision"], r["status"]) for r in rows] == [("fp32", "ok"), ("int8", "skipped")]
