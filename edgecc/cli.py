@@ -248,6 +248,7 @@ def evaluate(
     limit: int | None = typer.Option(None),
     beam: int = typer.Option(1),
     backend: str = typer.Option("ort-cpu"),
+    checkpoint: Path | None = typer.Option(None, help="model.pt for the torch backends (parity of metrics)."),
     meteor: bool = typer.Option(True, help="METEOR needs Java."),
     as_json: bool = typer.Option(False, "--json"),
     update_manifest: bool = typer.Option(False, help="Store the metrics in the bundle's manifest."),
@@ -258,7 +259,8 @@ def evaluate(
 
         opts = EvalOptions(split=split, limit=limit, beam_size=beam, meteor=meteor,
                            data_root=str(data_root) if data_root else None)
-        rep = evaluate_bundle(model, str(captions), opts, backend=backend)
+        engine_options = {"checkpoint": checkpoint} if checkpoint else {}
+        rep = evaluate_bundle(model, str(captions), opts, backend=backend, **engine_options)
         if update_manifest:
             from edgecc.bundle import Bundle, write_manifest
 

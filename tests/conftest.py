@@ -113,3 +113,27 @@ def tiny_bundle(_tiny) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(_tiny) -> Path:
     return _tiny[0]
+
+
+# ---------------------------------------------------------------------------------------------- runtime purity
+
+_BLOCK_FACTORY = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'onnx', 'onnxscript'):
+            raise ImportError('the runtime imported ' + name)
+sys.meta_path.insert(0, _Block())
+"""
+
+
+@pytest.fixture(scope="session")
+def run_without_factory():
+    """run(code) -> CompletedProcess: `code` in a fresh interpreter where importing torch / onnx raises."""
+    import subprocess
+
+    def run(code: str, timeout: int = 300):
+        return subprocess.run([sys.executable, "-c", _BLOCK_FACTORY + code], capture_output=True, text=True,
+                              timeout=timeout)
+
+    return run

@@ -32,3 +32,14 @@ def test_evaluate_tiny_bundle_schema(tiny_bundle):
     assert 0 <= rep["gate_accuracy"] <= 1
     assert set(rep["baselines"]) == {"most_frequent_caption", "oracle_changeflag_most_frequent"}
     assert "LEVIR-CC-synth test split" in format_report(rep)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} absent")
+def test_bundle_evaluation_runs_without_torch(tiny_bundle, run_without_factory):
+    out = run_without_factory(f"""
+from edgecc.train.evaluate import EvalOptions, evaluate_bundle
+rep = evaluate_bundle({str(tiny_bundle)!r}, {str(SHARED / "LevirCCcaptions.json")!r},
+                      EvalOptions(limit=4, meteor=False))
+print(rep["n"])
+""")
+    assert out.stdout.strip() == "4", out.stderr[-2000:]

@@ -140,11 +140,13 @@ def evaluate(captioner, captions_path: str, opts: EvalOptions = EvalOptions()) -
     }
 
 
-def evaluate_bundle(bundle, captions_path: str, opts: EvalOptions = EvalOptions(), backend: str = "ort-cpu") -> dict:
+def evaluate_bundle(bundle, captions_path: str, opts: EvalOptions = EvalOptions(), backend: str = "ort-cpu",
+                    **engine_options) -> dict:
     import edgecc
     from edgecc.decoding import DecodingOptions
 
-    captioner = edgecc.load(bundle, backend=backend, options=DecodingOptions(beam_size=opts.beam_size))
+    captioner = edgecc.load(bundle, backend=backend, options=DecodingOptions(beam_size=opts.beam_size),
+                            **engine_options)
     return evaluate(captioner, captions_path, opts)
 
 
