@@ -306,6 +306,33 @@ def bench(
         _fail(e)
 
 
+@app.command()
+def watch(
+    source: str = typer.Argument(..., help="Video file, image folder, GeoTIFF glob, camera index, rtsp:// or http(s)://."),
+    reference: Path = typer.Option(..., "--reference", "-r", help="Reference image (a GeoTIFF gives map polygons)."),
+    events: Path = typer.Option(Path("events.jsonl"), "--events", "-e", help="JSONL event log (appended)."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Bundle directory (default: the bundled model)."),
+    every: int = typer.Option(1, help="Process every N-th frame."),
+    deadline_ms: float | None = typer.Option(None, "--deadline-ms", help="Skip frames older than this when taken."),
+    follow: bool = typer.Option(False, help="Keep watching an image folder for new files."),
+    replay: bool | None = typer.Option(None, "--replay/--live", help="Every frame / latest wins (default: by source)."),
+    snapshots: Path | None = typer.Option(None, help="Write a pre|post PNG per event into this folder."),
+    stats: bool = typer.Option(False, "--stats", help="Print counters and stage latencies as JSON on exit."),
+    max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after this many source frames."),
+):
+    """Watch a live source for changes against a reference; one JSON line per change event."""
+    try:
+        import edgecc
+        from edgecc.stream import WatchOptions, format_stats
+        from edgecc.stream import watch as run_watch
+
+        opts = WatchOptions(every=every, deadline_ms=deadline_ms, follow=follow, replay=replay, max_frames=max_frames)
+        st = run_watch(edgecc.load(model), source, reference, events, opts, snapshots=snapshots)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    typer.echo(json.dumps(st.as_dict()) if stats else format_stats(st), err=not stats)
+
+
 def main() -> None:
     try:
         app()

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import cv2
-
 from edgecc.train.synth import merge_specs, parse_caption, render_pair
 
 OUT = Path(__file__).resolve().parent
@@ -30,8 +29,9 @@ def main(geo: bool = False) -> None:
         from rasterio.transform import from_origin
 
         for name, img in (("pre", pre), ("post", post)):
-            with rasterio.open(OUT / f"{name}.tif", "w", driver="GTiff", width=256, height=256, count=3,
-                               dtype="uint8", compress="deflate", crs="EPSG:32615", transform=from_origin(363000, 4105000, 0.5, 0.5)) as d:
+            profile = dict(driver="GTiff", width=256, height=256, count=3, dtype="uint8", compress="deflate",
+                           crs="EPSG:32615", transform=from_origin(363000, 4105000, 0.5, 0.5))
+            with rasterio.open(OUT / f"{name}.tif", "w", **profile) as d:
                 d.write(img.transpose(2, 0, 1))
 
 

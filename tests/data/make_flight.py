@@ -35,10 +35,16 @@ class Flight:
 
 
 def render_scene(size: int = 256, seed: int = 0, caption: str = CAPTION) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pre, post, mask) of one synthetic scene: uint8 [size,size,3] x2, uint8 [size,size]."""
+    """(pre, post, mask) of one synthetic scene: uint8 [size,size,3] x2, uint8 [size,size].
+
+    render_pair's two dates also differ in illumination, haze and season; one flight lasts minutes, so the flight's
+    after-scene is the before-scene with only the changed objects pasted in (mask dilated by 2 px for their edges).
+    """
     from edgecc.train.synth import parse_caption, render_pair
 
-    return render_pair(f"flight_{seed:04d}", parse_caption(caption.split()), size=size)
+    pre, post, mask = render_pair(f"flight_{seed:04d}", parse_caption(caption.split()), size=size)
+    m = cv2.dilate((mask > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    return pre, np.where(m[:, :, None], post, pre), mask
 
 
 def camera_frames(pre: np.ndarray, post: np.ndarray, n_frames: int, change_at: int, window: int = 176,
@@ -47,7 +53,7 @@ def camera_frames(pre: np.ndarray, post: np.ndarray, n_frames: int, change_at: i
     rng = np.random.default_rng(seed)
     size = pre.shape[0]
     half = window / 2
-    lo, hi = half + 4, size - half - 4  # keep the window inside the scene
+    lo, hi = half + 14, size - half - 14  # keep the jittered, rotated window inside the scene
     for i in range(n_frames):
         t = 0.5 - 0.5 * np.cos(2 * np.pi * i / max(n_frames, 2) * 1.5)  # back-and-forth pan, 0..1
         cx = lo + (hi - lo) * t + rng.normal(0, jitter_px)
@@ -59,7 +65,7 @@ def camera_frames(pre: np.ndarray, post: np.ndarray, n_frames: int, change_at: i
         yield i, cv2.warpAffine(scene, m, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def make_flight(out_dir: str | Path, n_frames: int = 40, change_at: int = 20, scene: int = 256, seed: int = 0,
+def make_flight(out_dir: str | Path, n_frames: int = 40, change_at: int = 20, scene: int = 320, seed: int = 0,
                 video: bool = True, pngs: bool = True, fps: float = 10.0) -> Flight:
     """Write reference.png, flight.avi (MJPG) and frames/frame_NNNNN.png under out_dir; return what was written."""
     out = Path(out_dir)

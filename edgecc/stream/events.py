@@ -1,0 +1,124 @@
+"""Change events: the JSONL log (one line per event, flushed per event) and optional atomic snapshot PNGs.
+
+Example:
+    >>> with EventWriter("events.jsonl", snapshots="snaps/") as w:
+    ...     w.write(event, pre=pre_tile, post=post_tile)   # appends one JSON line; writes snaps/000042.png atomically
+
+Each line: {"time": ISO-8601 UTC, "frame": index, "source", "frame_name", "caption", "change_score",
+"bbox": [x0, y0, x1, y1] in reference pixels, "polygon": [[x, y], ...] in map coordinates or null, "crs",
+"latency_ms": {"read", "register", "pregate", "encode", "decode", "total"}, "snapshot": path or null}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    time: str
+    frame: int
+    source: str
+    frame_name: str
+    caption: str
+    change_score: float
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in reference pixels
+    polygon: list | None = None  # [[x, y], ...] map coordinates (closed ring) when georeferenced
+    crs: str | None = None
+    latency_ms: dict = field(default_factory=dict)
+    snapshot: str | None = None
+
+
+def mask_bbox(mask: np.ndarray, crop: tuple[int, int, int, int], threshold: float = 0.5) -> tuple[int, int, int, int]:
+    """Changed cells of a model mask -> their bounding box in reference pixels.
+
+    Args:
+        mask: float32 [G,G] per-cell change probability over the model input.
+        crop: (x0, y0, x1, y1), the reference box the model input was cut from.
+        threshold: cells >= threshold are changed; when none is, cells >= half the mask maximum are used.
+    """
+    m = np.asarray(mask, np.float32)
+    on = m >= threshold
+    if not on.any():
+        on = m >= 0.5 * float(m.max()) if m.max() > 0 else np.ones_like(on)
+    rows, cols = np.flatnonzero(on.any(1)), np.flatnonzero(on.any(0))
+    g_h, g_w = m.shape
+    x0, y0, x1, y1 = crop
+    sx, sy = (x1 - x0) / g_w, (y1 - y0) / g_h
+    return (int(x0 + cols[0] * sx), int(y0 + rows[0] * sy), int(np.ceil(x0 + (cols[-1] + 1) * sx)),
+            int(np.ceil(y0 + (rows[-1] + 1) * sy)))
+
+
+def bbox_polygon(bbox: tuple[int, int, int, int], transform) -> list[list[float]]:
+    """Pixel bbox -> closed ring of map coordinates through a GDAL-order affine (a, b, c, d, e, f)."""
+    a, b, c, d, e, f = transform
+    x0, y0, x1, y1 = bbox
+    ring = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+    return [[a * x + b * y + c, d * x + e * y + f] for x, y in ring]
+
+
+def iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def write_png_atomic(path: str | Path, rgb: np.ndarray) -> None:
+    """uint8 [H,W,3] RGB -> PNG at `path`, written to a temporary file in the same folder and renamed."""
+    import cv2
+
+    path = Path(path)
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class EventWriter:
+    """Appends events to a JSONL file, one flushed line each; optional snapshots (pre | post side by side)."""
+
+    def __init__(self, path: str | Path, snapshots: str | Path | None = None, fsync: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.snapshots = Path(snapshots) if snapshots else None
+        if self.snapshots:
+            self.snapshots.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+        self.count = 0
+        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the whole stream
+
+    def write(self, event: ChangeEvent, pre: np.ndarray | None = None, post: np.ndarray | None = None) -> ChangeEvent:
+        if self.snapshots is not None and pre is not None and post is not None:
+            snap = self.snapshots / f"{event.frame:06d}.png"
+            write_png_atomic(snap, np.hstack([pre, np.zeros((pre.shape[0], 4, 3), np.uint8), post]))
+            event = ChangeEvent(**{**asdict(event), "snapshot": str(snap)})
+        self._f.write(json.dumps(asdict(event), separators=(",", ":")) + "\n")
+        self._f.flush()
+        if self.fsync:
+            os.fsync(self._f.fileno())
+        self.count += 1
+        return event
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,231 @@
+"""The watch loop end to end: real video + registration + tiny real bundle + JSONL; scheduling with a model double.
+
+    pytest tests/test_stream_monitor.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgecc
+from edgecc.bundle import DEFAULT_BUNDLE
+from edgecc.stream import FrameSource, Histogram, WatchOptions, format_stats, watch
+from edgecc.stream.sources import Frame
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+import make_flight  # noqa: E402
+
+sys.path.pop(0)
+
+
+@pytest.fixture(scope="module")
+def flight(tmp_path_factory):
+    return make_flight.make_flight(tmp_path_factory.mktemp("flight"), n_frames=24, change_at=12)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_bundle):
+    return edgecc.load(tiny_bundle)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------- real model, real files
+
+
+def test_video_to_jsonl_with_tiny_bundle(tiny, flight, tmp_path):
+    """Gate forced open (the tiny model is random): events only after the change, debounced to one region."""
+    ev = tmp_path / "events.jsonl"
+    st = watch(tiny, str(flight.video), str(flight.reference), ev,
+               WatchOptions(gate_threshold=0.0, replay=True, debounce_iou=0.0), snapshots=tmp_path / "snaps")
+    c = st.counters
+    assert c["frames_read"] == 24 and c["dropped"] == 0 and c["process_errors"] == 0
+    assert c["pregate_skip"] == flight.change_at  # unchanged frames never reach the model
+    assert c["model_calls"] == 24 - flight.change_at and c["events"] == 1
+    assert c["debounced"] == 24 - flight.change_at - 1
+    (e,) = _lines(ev)
+    assert e["frame"] == flight.change_at and e["caption"] and e["polygon"] is None
+    x0, y0, x1, y1 = e["bbox"]
+    assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 320
+    assert set(e["latency_ms"]) >= {"register", "encode", "decode", "total"}
+    assert Path(e["snapshot"]).is_file() and not list((tmp_path / "snaps").glob(".*"))
+    assert "frames_read" in format_stats(st) and st.latency["encode"].n == c["model_calls"]
+
+
+def test_closed_gate_calls_model_but_writes_nothing(tiny, flight, tmp_path):
+    ev = tmp_path / "e.jsonl"
+    st = watch(tiny, str(flight.frames_dir), str(flight.reference), ev, WatchOptions(gate_threshold=1.01, replay=True))
+    assert st.counters["gate_negative"] == st.counters["model_calls"] == 24 - flight.change_at
+    assert ev.read_text() == ""
+
+
+def test_georeferenced_reference_gives_map_polygon(tiny, flight, tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    import cv2
+    from rasterio.transform import from_origin
+
+    ref = cv2.cvtColor(cv2.imread(str(flight.reference)), cv2.COLOR_BGR2RGB)
+    tif = tmp_path / "ref.tif"
+    with rasterio.open(tif, "w", driver="GTiff", width=320, height=320, count=3, dtype="uint8", crs="EPSG:32615",
+                       transform=from_origin(500000, 4e6, 0.5, 0.5)) as ds:
+        ds.write(ref.transpose(2, 0, 1))
+    ev = tmp_path / "e.jsonl"
+    watch(tiny, str(flight.video), str(tif), ev, WatchOptions(gate_threshold=0.0, replay=True))
+    e = _lines(ev)[0]
+    x0, y0, x1, y1 = e["bbox"]
+    assert e["crs"] == "EPSG:32615" and e["polygon"][0] == [500000 + 0.5 * x0, 4e6 - 0.5 * y0]
+    assert e["polygon"][2] == [500000 + 0.5 * x1, 4e6 - 0.5 * y1]
+
+
+def test_corrupt_frames_in_folder_are_skipped(tiny, flight, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for p in sorted(flight.frames_dir.iterdir()):
+        (frames / p.name).write_bytes(p.read_bytes())
+    (frames / "frame_00003.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage")
+    (frames / "frame_00014.png").write_bytes(b"")
+    st = watch(tiny, str(frames), str(flight.reference), tmp_path / "e.jsonl",
+               WatchOptions(gate_threshold=0.0, replay=True))
+    assert st.counters["read_errors"] == 2 and st.counters["frames_read"] == 22 and st.counters["events"] >= 1
+
+
+def test_file_sources_are_not_dropped_by_default(tiny, flight):
+    st = watch(tiny, str(flight.video), str(flight.reference), None, WatchOptions(gate_threshold=0.0))
+    assert st.counters["dropped"] == 0 and st.counters["frames_processed"] == 24
+
+
+def test_every_and_max_frames(tiny, flight, tmp_path):
+    st = watch(tiny, str(flight.video), str(flight.reference), None,
+               WatchOptions(every=3, max_frames=10, replay=True, gate_threshold=1.01))
+    assert st.counters["frames_read"] == 10 and st.counters["skipped_every"] == 6
+    assert st.counters["frames_processed"] == 4
+
+
+@pytest.mark.slow
+def test_real_model_recall_and_no_false_events(flight, tmp_path):
+    if not (DEFAULT_BUNDLE / "manifest.json").is_file():
+        pytest.skip(f"no trained default bundle at {DEFAULT_BUNDLE}: recall needs a real model")
+    ev = tmp_path / "e.jsonl"
+    st = watch(edgecc.load(), str(flight.video), str(flight.reference), ev, WatchOptions(replay=True))
+    events = _lines(ev)
+    assert any(e["frame"] >= flight.change_at for e in events), format_stats(st)
+    assert not [e for e in events if e["frame"] < flight.change_at]
+
+
+# ---------------------------------------------------------------------------------------------- scheduling (double)
+
+
+class SlowModelDouble:
+    """MODEL DOUBLE for scheduling tests only (not a model): sleeps `delay_s`, says "changed" with a fixed mask."""
+
+    def __init__(self, delay_s: float = 0.05, fail_on: set[int] | None = None, input_size: int = 64):
+        self.input_size, self.delay_s, self.fail_on, self.calls = input_size, delay_s, fail_on or set(), 0
+
+    def caption_batch(self, pre, post):
+        from edgecc.decoding import Caption
+
+        self.calls += 1
+        if self.calls in self.fail_on:
+            raise RuntimeError("model double: injected failure")
+        time.sleep(self.delay_s)
+        mask = np.zeros((8, 8), np.float32)
+        mask[2:4, 2:4] = 1.0
+        return [Caption("model double change", (), True, 0.9, mask, {"encode": self.delay_s * 1e3, "decode": 0.0})]
+
+
+class FastSource(FrameSource):
+    """Real flight frames replayed at `fps` (a live camera faster than the consumer)."""
+
+    def __init__(self, frames: list[np.ndarray], fps: float, n: int):
+        self.uri, self.frames, self.period, self.n, self.i = "fast://", frames, 1.0 / fps, n, 0
+
+    def read(self):
+        if self.i >= self.n:
+            return None
+        time.sleep(self.period)
+        f = Frame(self.i, self.frames[self.i % len(self.frames)], time.perf_counter(), f"f{self.i}")
+        self.i += 1
+        return f
+
+
+@pytest.fixture(scope="module")
+def post_frames(flight):
+    import cv2
+
+    return [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(flight.frames_dir.iterdir())
+            ][flight.change_at:]
+
+
+def test_slow_consumer_drops_and_latest_frame_wins(flight, post_frames, tmp_path):
+    double = SlowModelDouble(delay_s=0.06)
+    seen = []
+    from edgecc.stream.monitor import Monitor
+
+    ref = make_flight.render_scene(320)[0]
+    mon = Monitor(double, ref, WatchOptions(debounce_frames=0))
+    orig = mon.process
+    mon.process = lambda f, s, w: (seen.append(f.index), orig(f, s, w))[1]
+    st = mon.run(FastSource(post_frames, fps=200, n=60), None)
+    c = st.counters
+    assert c["frames_read"] == 60 and c["dropped"] > 20
+    assert c["dropped"] + len(seen) == 60  # every frame is either processed or counted as dropped
+    assert seen == sorted(seen) and seen[-1] == 59  # always the newest frame; the last one is never lost
+    assert c["events"] + c["debounced"] + c["pregate_skip"] + sum(
+        v for k, v in c.items() if k.startswith("register_skip")) == len(seen)
+
+
+def test_deadline_skips_stale_frames_and_failures_are_skipped(flight, post_frames):
+    from edgecc.stream.monitor import Monitor
+
+    ref = make_flight.render_scene(320)[0]
+    mon = Monitor(SlowModelDouble(delay_s=0.05, fail_on={2}), ref, WatchOptions(replay=True, deadline_ms=30))
+    st = mon.run(FastSource(post_frames, fps=500, n=12), None)
+    c = st.counters
+    assert c["stale"] > 0 and c["process_errors"] == 1
+    assert c["stale"] + c["frames_processed"] == 12
+
+
+def test_sigint_stops_cleanly_and_restores_handler(tiny, flight, tmp_path):
+    folder = tmp_path / "live"
+    folder.mkdir()
+    before = signal.getsignal(signal.SIGINT)
+    threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    t = time.perf_counter()
+    st = watch(tiny, str(folder), str(flight.reference), tmp_path / "e.jsonl", WatchOptions(follow=True))
+    assert time.perf_counter() - t < 5 and st.counters["frames_read"] == 0
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_histogram_percentiles():
+    h = Histogram()
+    for v in range(1, 101):
+        h.add(float(v))
+    s = h.summary()
+    assert s["n"] == 100 and s["max"] == 100 and 50 <= s["p50"] <= 57 and 95 <= s["p95"] <= 100
+
+
+def test_cli_watch(tiny_bundle, flight, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgecc.cli import app
+
+    ev = tmp_path / "e.jsonl"
+    r = CliRunner().invoke(app, ["watch", str(flight.video), "--reference", str(flight.reference), "--events", str(ev),
+                                 "--model", str(tiny_bundle), "--max-frames", "8", "--stats", "--replay"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    assert d["counters"]["frames_read"] == 8 and ev.exists()
+    r = CliRunner().invoke(app, ["watch", str(tmp_path / "nope.avi"), "--reference", str(flight.reference),
+                                 "--model", str(tiny_bundle)])
+    assert r.exit_code == 2 and "no such file" in r.output
