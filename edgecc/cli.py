@@ -1,7 +1,8 @@
 """The `edgecc` command: a thin shell over the library (see examples/ for the same through the API).
 
     edgecc caption pre.tif post.tif [--json] [--geojson changes.geojson] [--heatmap heat.tif]
-    edgecc info [BUNDLE]            edgecc doctor
+    edgecc watch SOURCE --reference REF --events events.jsonl      (streaming change monitor)
+    edgecc bench --quick            edgecc info [BUNDLE]            edgecc doctor
     edgecc train / export / eval    (the factory: pip install 'edgecc[train,eval]')
 """
 
@@ -209,6 +210,7 @@ def train(
     variants: int = typer.Option(2, help="Renders per changed training pair."),
     limit: int | None = typer.Option(None, help="Use only the first N pairs per split (smoke runs)."),
     threads: int = typer.Option(2),
+    init: Path | None = typer.Option(None, help="Continue from this checkpoint's weights."),
 ):
     """Train the teacher (factory: needs edgecc[train])."""
     try:
@@ -216,7 +218,8 @@ def train(
         from edgecc.train.train import train as run
 
         path = run(TrainOptions(captions=str(captions), out=str(out), data_root=str(data_root) if data_root else None,
-                                steps=steps, batch=batch, lr=lr, variants=variants, limit=limit, threads=threads))
+                                steps=steps, batch=batch, lr=lr, variants=variants, limit=limit, threads=threads,
+                                init=str(init) if init else None))
     except Exception as e:  # noqa: BLE001
         _fail(e)
     typer.echo(f"checkpoint {path}")

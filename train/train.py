@@ -43,6 +43,7 @@ class TrainOptions:
     threads: int = 2
     max_len: int = 40
     limit: int | None = None  # use only the first N pairs per split (smoke runs and tests)
+    init: str | None = None  # continue from this checkpoint's weights (same architecture and vocabulary)
     log_every: int = 50
 
 
@@ -120,6 +121,11 @@ def train(opts: TrainOptions) -> Path:
     cfg = ModelConfig(vocab_size=len(vocab), max_len=opts.max_len)
     model = ChangeCaptioner(cfg)
     model.trunk.load_imagenet()
+    if opts.init:
+        start, start_vocab, _ = load_checkpoint(opts.init)
+        if start_vocab != vocab or start.cfg != cfg:
+            raise CheckpointError(f"{opts.init}: another vocabulary or configuration; cannot continue from it")
+        model.load_state_dict(start.state_dict())
     model.trunk.eval().requires_grad_(False)
 
     def split(name):
