@@ -49,7 +49,7 @@ def warm(model: str | None, n: int, beam: int) -> dict:
         c = caps[i % len(caps)]
         pre, post, _ = render_pair(f"bench_{i}", merge_specs([parse_caption(c.split())], int("no" not in c)))
         pairs.append((pre[None], post[None]))
-    c = edgecc.load(model, options=DecodingOptions(beam_size=beam))
+    c = edgecc.load(model, options=DecodingOptions(beam_size=beam) if beam else None)
     for p in pairs[:5]:
         c.caption_batch(*p)
     rows = []
@@ -76,7 +76,7 @@ def main():
     ap.add_argument("--model")
     ap.add_argument("--pairs", type=int, default=60)
     ap.add_argument("--cold-runs", type=int, default=5)
-    ap.add_argument("--beam", type=int, default=1)
+    ap.add_argument("--beam", type=int, default=None, help="default: the bundle's recommendation")
     ap.add_argument("--out")
     a = ap.parse_args()
     import onnxruntime

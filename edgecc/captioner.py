@@ -60,7 +60,12 @@ class Captioner:
 
 
 def load(bundle: str | Path | None = None, backend: str = "ort-cpu", precision: str = "fp32",
-         options: DecodingOptions = DecodingOptions(), **engine_options) -> Captioner:
-    """Open a bundle (default: the bundled model), verify its files, and build an engine for it."""
+         options: DecodingOptions | None = None, **engine_options) -> Captioner:
+    """Open a bundle (default: the bundled model), verify its files, and build an engine for it.
+
+    Decoding options default to the bundle's recommendation (manifest "decoding", e.g. beam size 3).
+    """
     b = Bundle.open(bundle)
+    if options is None:
+        options = DecodingOptions(**b.manifest.get("decoding", {}))
     return Captioner(b, create_engine(backend, b, precision, **engine_options), options)

@@ -53,7 +53,7 @@ def caption(
     model: Path | None = typer.Option(None, "--model", "-m", help="Bundle directory (default: the bundled model)."),
     backend: str = typer.Option("ort-cpu", help="Engine backend (see `edgecc doctor`)."),
     precision: str = typer.Option("fp32", help="Bundle variant: fp32, fp16, int8."),
-    beam: int = typer.Option(1, help="Beam size (1 = greedy)."),
+    beam: int | None = typer.Option(None, help="Beam size (1 = greedy; default: the bundle's recommendation)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     geojson: Path | None = typer.Option(None, help="Write changed tiles with captions as GeoJSON."),
     geojson_crs: str = typer.Option("image", help="GeoJSON coordinates: 'image' (the image CRS) or 'EPSG:4326'."),
@@ -71,7 +71,8 @@ def caption(
         from edgecc.imagery import ReadOptions
         from edgecc.tiling import TileOptions
 
-        captioner = edgecc.load(model, backend=backend, precision=precision, options=DecodingOptions(beam_size=beam))
+        options = DecodingOptions(beam_size=beam) if beam else None
+        captioner = edgecc.load(model, backend=backend, precision=precision, options=options)
         scene = captioner.caption(
             pre, post, ReadOptions(bands=_parse_bands(bands), resize=resize),
             TileOptions(tile=captioner.input_size, overlap=overlap, batch=batch, progress=progress and not as_json),
@@ -249,7 +250,7 @@ def evaluate(
     split: str = typer.Option("test"),
     data_root: Path | None = typer.Option(None, help="A real LEVIR-CC root; default: LEVIR-CC-synth."),
     limit: int | None = typer.Option(None),
-    beam: int = typer.Option(1),
+    beam: int | None = typer.Option(None, help="Beam size (default: the bundle's recommendation)."),
     backend: str = typer.Option("ort-cpu"),
     checkpoint: Path | None = typer.Option(None, help="model.pt for the torch backends (parity of metrics)."),
     meteor: bool = typer.Option(True, help="METEOR needs Java."),
@@ -270,7 +271,7 @@ def evaluate(
             b = Bundle.open(model)
             keep = {k: rep[k] for k in ("dataset", "split", "n", "metrics", "changed", "gate_accuracy", "mask_iou")}
             write_manifest(b.root, {**b.manifest, "files": list(b.manifest["files"]),
-                                    "metrics": {**keep, "beam_size": beam, "baselines": rep["baselines"]}})
+                                    "metrics": {**keep, "beam_size": rep["beam_size"], "baselines": rep["baselines"]}})
     except Exception as e:  # noqa: BLE001
         _fail(e)
     typer.echo(json.dumps(rep) if as_json else format_report(rep))

@@ -43,6 +43,7 @@ class ExportOptions:
     atol: float = 1e-3  # max abs difference allowed between ONNX Runtime and PyTorch outputs
     name: str | None = None
     gate_threshold: float = 0.5
+    beam_size: int = 3  # recommended decoding, stored in the manifest (beam 3 beat greedy on LEVIR-CC-synth val)
 
 
 class _Encoder(nn.Module):
@@ -141,6 +142,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, opts: ExportOptions =
             "decoder": {"kind": "transformer-kv", "layers": L, "heads": h, "head_dim": dh,
                         "max_len": cfg.max_len - 1, "memory": ["cross_k", "cross_v"]},
             "gate": {"threshold": opts.gate_threshold},
+            "decoding": {"beam_size": opts.beam_size},
             "no_change_caption": NO_CHANGE_CAPTION,
             "model": cfg.to_dict(),
             "params": sum(p.numel() for p in model.parameters()),

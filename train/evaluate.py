@@ -27,7 +27,7 @@ class EvalOptions:
     split: str = "test"
     limit: int | None = None  # first N pairs of the split (quick runs)
     batch: int = 8
-    beam_size: int = 1
+    beam_size: int | None = None  # None: the bundle's recommendation
     meteor: bool = True  # METEOR needs Java
     data_root: str | None = None  # a real LEVIR-CC root; None -> LEVIR-CC-synth
 
@@ -134,7 +134,7 @@ def evaluate(captioner, captions_path: str, opts: EvalOptions = EvalOptions()) -
         "mask_iou": round(inter / union, 4) if union else None,
         "baselines": baselines(train_records, records, refs, flags, opts.meteor),
         "model": captioner.bundle.name,
-        "beam_size": opts.beam_size,
+        "beam_size": captioner.options.beam_size,
         "seconds": round(seconds, 1),
         "examples": [{"id": k, "pred": preds[k], "refs": refs[k][:2]} for k in list(preds)[:8]],
     }
@@ -145,8 +145,8 @@ def evaluate_bundle(bundle, captions_path: str, opts: EvalOptions = EvalOptions(
     import edgecc
     from edgecc.decoding import DecodingOptions
 
-    captioner = edgecc.load(bundle, backend=backend, options=DecodingOptions(beam_size=opts.beam_size),
-                            **engine_options)
+    options = DecodingOptions(beam_size=opts.beam_size) if opts.beam_size else None
+    captioner = edgecc.load(bundle, backend=backend, options=options, **engine_options)
     return evaluate(captioner, captions_path, opts)
 
 
