@@ -52,7 +52,15 @@ def _caption(report: dict) -> str:
     return (f"{b['name']} ({b['files_sha256'][:12]}) on {m['cpu']}, {m['cores']} cores"
             f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}; onnxruntime {m['versions']['onnxruntime']}; "
             f"load {m['loadavg_at_start']}; {report['date']}; {qual}; latency ms p50 per call at the row's batch "
-            "(enc: encoder, tok: one decoder step), gate on, greedy; drift: CIDEr-D minus the reference row's")
+            f"(enc: encoder, tok: one decoder step), gate on, decoding {_decoding(b)}; "
+            "drift: CIDEr-D minus the reference row's")
+
+
+def _decoding(bundle: dict) -> str:
+    d = bundle.get("decoding", {"beam_size": 1})
+    if d.get("beam_size", 1) == 1:
+        return "greedy"
+    return f"beam {d['beam_size']} (length penalty {d.get('length_penalty', 1.0)})"
 
 
 def print_table(report: dict, console=None) -> None:

@@ -4,7 +4,8 @@ The matrix comes from the registries: every backend in `edgecc.engines.BACKENDS`
 x the batch sizes asked. A row that cannot run here stays in the table with its reason. Each runnable
 (backend, precision) runs in a fresh subprocess (`python -m edgecc.bench --row SPEC`), so cold start and peak RSS
 are its own: cold start = bundle open + engine creation + first caption; peak RSS is read before the quality pass.
-Latency rotates over rendered LEVIR-CC-synth-style pairs (changed and unchanged, gate on, greedy); quality is
+Latency rotates over rendered LEVIR-CC-synth-style pairs (changed and unchanged, gate on, the bundle's decoding);
+quality is
 `edgecc.train.evaluate.evaluate` (METEOR off) on the LEVIR-CC-synth test split.
 
 Example:
@@ -401,7 +402,8 @@ def run(opts: BenchOptions = BenchOptions(), progress=None) -> dict:
     report = {"machine": machine_info(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
               timespec="seconds"), "bundle": {"name": bundle.name, "root": str(bundle.root),
               "files_sha256": bundle.files_sha256, "variants": list(bundle.manifest.get("variants", {})),
-              "params": bundle.manifest.get("params"), "input_size": bundle.manifest["input"]["size"]},
+              "params": bundle.manifest.get("params"), "input_size": bundle.manifest["input"]["size"],
+              "decoding": bundle.manifest.get("decoding", {"beam_size": 1})},
               "dataset": DATASET, "options": {**asdict(opts), "timing": opts.timing, "limit": opts.limit},
               "rows": rows}
     configs = sorted({(r["backend"], r["precision"]) for r in rows if r["status"] == "pending"},
