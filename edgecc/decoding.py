@@ -16,6 +16,15 @@ import numpy as np
 from .vocab import END, START, Vocab
 
 NO_CHANGE_CAPTION = "there is no difference"
+# LEVIR-CC's five no-change templates: a decoder that says one of them vetoes an open gate
+NO_CHANGE_TEMPLATES = (
+    ("there", "is", "no", "difference"),
+    ("the", "two", "scenes", "seem", "identical"),
+    ("the", "scene", "is", "the", "same", "as", "before"),
+    ("no", "change", "has", "occurred"),
+    ("almost", "nothing", "has", "changed"),
+)
+_NO_CHANGE_TEXTS = frozenset(" ".join(t) for t in NO_CHANGE_TEMPLATES)
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,7 @@ def decode(
     out = []
     for i in range(len(gate)):
         toks = tuple(t for t in tokens.get(i, []) if t != END)
-        text = vocab.decode(toks) if i in tokens else NO_CHANGE_CAPTION
-        out.append(Caption(text or NO_CHANGE_CAPTION, toks, bool(changed[i]), float(gate[i]), enc.mask[i], timings))
+        text = (vocab.decode(toks) if i in tokens else NO_CHANGE_CAPTION) or NO_CHANGE_CAPTION
+        said_changed = bool(changed[i]) and text not in _NO_CHANGE_TEXTS  # the two heads must agree on "changed"
+        out.append(Caption(text, toks, said_changed, float(gate[i]), enc.mask[i], timings))
     return out

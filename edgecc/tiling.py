@@ -32,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecc.decoding import NO_CHANGE_CAPTION
 from edgecc.imagery import Pair, _pixel_corners
 
 __all__ = ["TileOptions", "TileResult", "SceneResult", "tile_grid", "caption_scene"]
 
 _HEATMAP_SIDE = 2560  # the heatmap's long side is at most this (integer downscale of the pre grid)
-_NO_CHANGE = "there is no difference"
 _HEATMAP_SUFFIXES = (".tif", ".tiff", ".png")
 
 
@@ -298,7 +298,7 @@ def _summarize(results: list[TileResult], n_tiles: int, skipped: int) -> tuple[s
         caption = ranked[0]
     else:
         quiet = Counter(t.caption for t in results)
-        caption = quiet.most_common(1)[0][0] if quiet else _NO_CHANGE
+        caption = quiet.most_common(1)[0][0] if quiet else NO_CHANGE_CAPTION
     return caption, summary
 
 

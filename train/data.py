@@ -19,16 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgecc.decoding import NO_CHANGE_TEMPLATES
 from edgecc.vocab import Vocab
 
 SPLITS = ("train", "val", "test")
-NO_CHANGE_TEMPLATES = (
-    ("there", "is", "no", "difference"),
-    ("the", "two", "scenes", "seem", "identical"),
-    ("the", "scene", "is", "the", "same", "as", "before"),
-    ("no", "change", "has", "occurred"),
-    ("almost", "nothing", "has", "changed"),
-)
 DATASET_ID_SYNTH = "levircc-synth"
 
 
