@@ -24,6 +24,7 @@ from torch import nn
 
 from edgecc.bundle import Bundle, write_manifest
 from edgecc.decoding import NO_CHANGE_CAPTION
+from edgecc.vocab import END
 
 CHECK_CAPTIONS = (
     "many houses are built along the road",
@@ -201,7 +202,7 @@ def validate_bundle(model: ChangeCaptioner, root: Path, opts: ExportOptions) -> 
     caps = decode(engine, vocab, pre, post, DecodingOptions(gate=False, max_len=model.cfg.max_len - 1))
     ref_tokens = model.greedy(torch.from_numpy(pre), torch.from_numpy(post)).tolist()
     for i, (c, r) in enumerate(zip(caps, ref_tokens)):
-        r = tuple(t for t in r[: r.index(2)] if True) if 2 in r else tuple(r)
+        r = tuple(r[: r.index(END)]) if END in r else tuple(r)
         if c.tokens != r:
             raise ValueError(f"{root}: greedy tokens differ on check pair {i}: onnx {c.tokens} vs torch {r}")
     return {"max_abs_diff": diffs, "greedy_tokens_identical": len(caps), "checker": "onnx.checker full_check"}

@@ -20,11 +20,7 @@ SHARED_DATA = TESTS.parents[1] / "shared" / "data"  # /work/shared/data next to 
 @pytest.fixture(scope="session")
 def fixtures_dir(tmp_path_factory) -> Path:
     """Directory with every file tests/data/make_imagery.py writes (seeded, ~1 s)."""
-    sys.path.insert(0, str(TESTS / "data"))
-    try:
-        import make_imagery
-    finally:
-        sys.path.remove(str(TESTS / "data"))
+    import make_imagery
     out = tmp_path_factory.mktemp("imagery")
     make_imagery.make_all(out)
     return out
@@ -97,11 +93,7 @@ def pixel_diff_captioner() -> PixelDiffCaptioner:
 def _tiny(tmp_path_factory):
     """A tiny seeded random-init teacher, exported (and validated) as a real bundle by the factory's own code."""
     pytest.importorskip("torch", reason="building the tiny test bundle needs the factory extra (torch, onnx)")
-    sys.path.insert(0, str(TESTS / "data"))
-    try:
-        import make_tiny_bundle
-    finally:
-        sys.path.remove(str(TESTS / "data"))
+    import make_tiny_bundle
     return make_tiny_bundle.make_tiny_bundle(tmp_path_factory.mktemp("tiny"))
 
 

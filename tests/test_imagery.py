@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
 
+import make_imagery as mk
 import numpy as np
 import pytest
 
 from edgecc.errors import EdgeccError, ImageryError, ImageryWarning
 from edgecc.imagery import ReadOptions, open_raster, read_image, read_pair
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
-import make_imagery as mk  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import make_flight
 import numpy as np
 import pytest
 
@@ -20,11 +21,6 @@ import edgecc
 from edgecc.bundle import DEFAULT_BUNDLE
 from edgecc.stream import FrameSource, Histogram, WatchOptions, format_stats, watch
 from edgecc.stream.sources import Frame
-
-sys.path.insert(0, str(Path(__file__).parent / "data"))
-import make_flight  # noqa: E402
-
-sys.path.pop(0)
 
 
 @pytest.fixture(scope="module")

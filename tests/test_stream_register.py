@@ -5,20 +5,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import cv2
+import make_flight
 import numpy as np
 import pytest
 
 from edgecc.stream.events import bbox_polygon, iou, mask_bbox, write_png_atomic
 from edgecc.stream.register import RegisterOptions, Registrar, pregate_score
-
-sys.path.insert(0, str(Path(__file__).parent / "data"))
-import make_flight  # noqa: E402
-
-sys.path.pop(0)
 
 
 @pytest.fixture(scope="module")

@@ -5,21 +5,15 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-from pathlib import Path
 
 import cv2
+import make_flight
 import numpy as np
 import pytest
 
 from edgecc.stream.sources import CaptureSource, FileSequenceSource, FrameError, SourceError, open_source
-
-sys.path.insert(0, str(Path(__file__).parent / "data"))
-import make_flight  # noqa: E402
-
-sys.path.pop(0)
 
 
 @pytest.fixture(scope="module")

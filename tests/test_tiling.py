@@ -8,15 +8,13 @@ import json
 import sys
 from pathlib import Path
 
+import make_imagery as mk
 import numpy as np
 import pytest
 from conftest import PixelDiffCaptioner
 
 from edgecc.imagery import ReadOptions, read_pair
 from edgecc.tiling import TileOptions, caption_scene, tile_grid
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
-import make_imagery as mk  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 

@@ -48,11 +48,7 @@ def caption_metrics(preds: dict, refs: dict, meteor: bool = True) -> dict:
     if meteor:
         from pycocoevalcap.meteor.meteor import Meteor
 
-        m = Meteor()
-        try:
-            out["METEOR"] = float(m.compute_score(gts, res)[0])
-        finally:
-            m.close() if hasattr(m, "close") else None
+        out["METEOR"] = float(Meteor().compute_score(gts, res)[0])  # its Java process ends with the object
     out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
     out["CIDEr-D"] = float(Cider().compute_score(gts, res)[0])  # pycocoevalcap's Cider is CIDEr-D (clipped, penalised)
     return {k: round(v, 4) for k, v in out.items()}
