@@ -166,7 +166,7 @@ def train(opts: TrainOptions) -> Path:
         for g in opt.param_groups:
             g["lr"] = _lr(step, opts.steps, opts.lr)
         sel = rng.integers(0, n, opts.batch)
-        losses = _losses(model, tr, tokens["train"], sel, rng)
+        losses, _ = _losses(model, tr, tokens["train"], sel, rng)
         loss = losses["caption"] + losses["gate"] + losses["mask"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -198,7 +198,7 @@ def save_checkpoint(model: ChangeCaptioner, vocab: Vocab, path: str | Path, trai
     return path
 
 
-def _losses(model, cache, tokens, sel, rng) -> dict:
+def _losses(model, cache, tokens, sel, rng) -> tuple[dict, torch.Tensor]:
     fa = torch.from_numpy(cache["fa"][sel].astype(np.float32))
     fb = torch.from_numpy(cache["fb"][sel].astype(np.float32))
     flag = torch.from_numpy(cache["flag"][sel])
@@ -219,11 +219,12 @@ def _losses(model, cache, tokens, sel, rng) -> dict:
         if bool(has_mask.any())
         else mask_logit.sum() * 0
     )
-    return {
+    losses = {
         "caption": (ce * w).sum() / w.sum(),
         "gate": F.binary_cross_entropy_with_logits(gate, flag),
         "mask": mask_loss,
     }
+    return losses, gate  # gate logits [B] for validation
 
 
 @torch.no_grad()
@@ -234,10 +235,7 @@ def validate(model, cache, tokens, batch: int = 256) -> dict:
     rng = np.random.default_rng(0)
     for s in range(0, n, batch):
         sel = np.arange(s, min(n, s + batch))
-        losses = _losses(model, cache, tokens, sel, rng)
-        fa = torch.from_numpy(cache["fa"][sel].astype(np.float32))
-        fb = torch.from_numpy(cache["fb"][sel].astype(np.float32))
-        _, gate, _ = model.fuse(fa, fb)
+        losses, gate = _losses(model, cache, tokens, sel, rng)
         correct += int(((gate > 0).float() == torch.from_numpy(cache["flag"][sel])).sum())
         closs += float(losses["caption"]) * len(sel)
         k += len(sel)
