@@ -1,0 +1,467 @@
+"""INT8 (static, QDQ) and FP16 variants of a bundle: calibrated on a committed set, held to a caption-metric budget.
+
+Every graph role of the fp32 variant (encoder, decoder; trunk, fusion, ... for other architectures) is calibrated
+on the inputs it really gets: the fp32 bundle runs its own decode loop over the calibration pairs while each ORT
+session records its feeds. INT8 accuracy control: the changed-subset CIDEr-D of the int8 variant on a fixed
+LEVIR-CC-synth val subset may drop at most `max_drop` below fp32's; if it drops more, the nodes that add the most
+quantization noise stay in float, step by step, until it does not.
+
+Example:
+    >>> m = quantize_bundle("/tmp/teacher_q", QuantizeOptions(method="minmax", max_drop=0.01))
+    >>> m["variants"]["int8"]["metrics"]["drop"], m["variants"]["int8"]["float_nodes"]
+    >>> edgecc.load("/tmp/teacher_q", precision="int8").caption("pre.png", "post.png")
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgecc.bundle import Bundle, write_manifest
+
+from .sets import CAPTIONS, DEFAULT_DATA_ROOT, CalibrationError, CalibrationSet, check_arrays, load_pairs
+
+METHODS = ("minmax", "percentile", "entropy")
+PRECISIONS = ("int8", "fp16")
+CONTROL = "LEVIR-CC-synth val, changed pairs, first N in file order, render variant 0"
+_RANK_FEEDS = 4  # feeds per role for the sensitivity ranking
+_PARITY_FEEDS = 4  # feeds per role for the output parity recorded in the manifest
+_STRIDE = 8  # calibration feeds per collect pass (bounds the memory of the all-tensors calibration run)
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """How to build the variants.
+
+    Attributes:
+        method: int8 activation-range calibration: minmax (default), percentile or entropy.
+        max_drop: changed-subset CIDEr-D (pycocoevalcap scale, ~0.6 for the teacher) int8 may lose vs fp32.
+        control_pairs: size of the accuracy-control subset (see CONTROL); 0 turns accuracy control off.
+        per_channel: per-output-channel weight scales (Conv, MatMul, Gemm).
+        precisions: variants to build, from PRECISIONS.
+        calibration_set: a set file (see calibration.sets); None: calibration/sets/default.txt.
+        data_root: where set paths and LEVIR-CC captions are; None: ../shared/data beside the checkout.
+        max_feeds: recorded feeds kept per graph role (seeded reservoir sample over the whole fp32 run).
+        max_evals: accuracy-control evaluations at most (all quantized, then doubling, then bisection).
+        batch: pairs per fp32 / evaluation batch.
+        seed: reservoir sampling seed.
+    """
+
+    method: str = "minmax"
+    max_drop: float = 0.01
+    control_pairs: int = 200
+    per_channel: bool = True
+    precisions: tuple[str, ...] = PRECISIONS
+    calibration_set: str | None = None
+    data_root: str | None = None
+    max_feeds: int = 64
+    max_evals: int = 8
+    batch: int = 8
+    seed: int = 0
+
+
+def graph_roles(variant: dict) -> dict[str, str]:
+    """{role: file} for every value of a variant that names an ONNX graph."""
+    return {k: v for k, v in variant.items() if isinstance(v, str) and v.endswith(".onnx")}
+
+
+# ---------------------------------------------------------------------------------------------- feeds
+
+
+class _Recorder:
+    """Stands in for an ORT InferenceSession: runs it and keeps a seeded reservoir sample of its feeds."""
+
+    def __init__(self, session, keep: int, rng: np.random.Generator):
+        self._session, self._keep, self._rng = session, keep, rng
+        self.feeds: list[dict[str, np.ndarray]] = []
+        self.calls = 0
+
+    def run(self, output_names, input_feed, *args, **kwargs):
+        self.calls += 1
+        slot = len(self.feeds) if len(self.feeds) < self._keep else int(self._rng.integers(0, self.calls))
+        if slot < self._keep:
+            feed = {k: np.array(v, copy=True) for k, v in input_feed.items()}
+            self.feeds[slot:slot + 1] = [feed]
+        return self._session.run(output_names, input_feed, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+def _io_signature(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    inits = {t.name for t in g.initializer}
+    return tuple(i.name for i in g.input if i.name not in inits), tuple(o.name for o in g.output)
+
+
+def record_feeds(bundle: Bundle, pre: np.ndarray, post: np.ndarray, max_feeds: int = 64, batch: int = 8,
+                 seed: int = 0) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Run the fp32 variant's decode loop over pairs (uint8 [n,S,S,3] x2); -> {role: sampled feeds of that graph}.
+
+    Works for any engine that keeps its ORT sessions as attributes (or in a dict attribute) and calls `run`:
+    each session is matched to its role by its input and output names. The gate is ignored while recording
+    (`DecodingOptions(gate=False)`) so the decoder also sees the pairs a closed gate would skip.
+    """
+    import onnxruntime as ort
+
+    from edgecc.captioner import Captioner
+    from edgecc.decoding import DecodingOptions
+    from edgecc.engines import create_engine
+
+    roles = graph_roles(bundle.variant("fp32"))
+    by_sig: dict = {}
+    for role, name in roles.items():
+        by_sig.setdefault(_io_signature(bundle.path(name)), []).append(role)
+    engine = create_engine("ort-cpu", bundle, "fp32")
+    rng = np.random.default_rng(seed)
+    recorders: dict[str, _Recorder] = {}
+
+    def wrap(sess):
+        sig = (tuple(i.name for i in sess.get_inputs()), tuple(o.name for o in sess.get_outputs()))
+        found = by_sig.get(sig, [])
+        if len(found) != 1:
+            return sess
+        recorders[found[0]] = _Recorder(sess, max_feeds, rng)
+        return recorders[found[0]]
+
+    for attr, val in list(vars(engine).items()):
+        if isinstance(val, ort.InferenceSession):
+            setattr(engine, attr, wrap(val))
+        elif isinstance(val, dict) and any(isinstance(v, ort.InferenceSession) for v in val.values()):
+            setattr(engine, attr, {k: wrap(v) if isinstance(v, ort.InferenceSession) else v for k, v in val.items()})
+    if missing := sorted(set(roles) - set(recorders)):
+        raise CalibrationError(f"{bundle.root}: the ort-cpu engine holds no session for graph role(s) "
+                               f"{', '.join(missing)} (cannot record their calibration inputs)")
+    options = replace(DecodingOptions(**bundle.manifest.get("decoding", {})), gate=False)
+    cap = Captioner(bundle, engine, options)
+    for s in range(0, len(pre), batch):
+        cap.caption_batch(pre[s:s + batch], post[s:s + batch])
+    if unused := sorted(r for r, rec in recorders.items() if not rec.feeds):
+        raise CalibrationError(f"{bundle.root}: the fp32 run never called graph role(s) {', '.join(unused)}")
+    return {role: rec.feeds for role, rec in recorders.items()}
+
+
+# ---------------------------------------------------------------------------------------------- graphs
+
+
+def _reader(feeds: list[dict]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class FeedReader(CalibrationDataReader):
+        """Recorded feeds, in order; `set_range` lets ORT collect them a stride at a time."""
+
+        def __init__(self):
+            self.start, self.end, self.i = 0, len(feeds), 0
+
+        def get_next(self):
+            if self.start + self.i >= self.end:
+                return None
+            self.i += 1
+            return feeds[self.start + self.i - 1]
+
+        def __len__(self):
+            return len(feeds)
+
+        def set_range(self, start_index: int, end_index: int):
+            self.start, self.end, self.i = start_index, end_index, 0
+
+    return FeedReader()
+
+
+def _stride(n: int) -> int:
+    return max(d for d in range(1, min(n, _STRIDE) + 1) if n % d == 0)
+
+
+def prepare_graph(src: Path, dst: Path) -> bool:
+    """ORT's quantization pre-processing (shape inference, constant folding) -> True; False: copied as is."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst))
+        return True
+    except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs; quantize the original then
+        shutil.copyfile(src, dst)
+        return False
+
+
+def quantize_graph(src: Path, dst: Path, feeds: list[dict] | None, method: str = "minmax", per_channel: bool = True,
+                   exclude: tuple[str, ...] = (), cache: Path | None = None) -> None:
+    """Static QDQ int8 (uint8 activations, int8 weights) of one graph.
+
+    Args:
+        feeds: calibration feeds; None when `cache` already holds the ranges (re-quantizing with other exclusions).
+        cache: file for the calibration ranges, written on the first call and read afterwards.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r}: choose one of {', '.join(METHODS)}")
+    if feeds is not None and not feeds:
+        raise CalibrationError(f"{src}: no calibration feeds (refusing to calibrate on no data)")
+    calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+             "entropy": CalibrationMethod.Entropy}[method]
+    quantize_static(
+        str(src), str(dst), _reader(feeds) if feeds is not None else None, quant_format=QuantFormat.QDQ,
+        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        nodes_to_exclude=list(exclude), calibrate_method=calib, calibration_cache_path=cache,
+        extra_options={"CalibStridedMinMax": _stride(len(feeds))} if feeds else {},
+    )
+
+
+def fp16_graph(src: Path, dst: Path) -> None:
+    """FP16 weights and compute, float32 inputs and outputs (keep_io_types): the runtime feeds the same dtypes."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
+
+
+def output_parity(ref_path: Path, path: Path, feeds: list[dict]) -> dict[str, float]:
+    """{output: relative RMS error sqrt(sum (y - y_ref)^2 / sum y_ref^2)} of a graph vs its fp32 source."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    a = ort.InferenceSession(str(ref_path), so, providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in a.get_outputs()]
+    num, den = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
+    for f in feeds:
+        for n, x, y in zip(names, a.run(None, f), b.run(None, f)):
+            if np.issubdtype(x.dtype, np.floating):
+                num[n] += float(((x.astype(np.float64) - y) ** 2).sum())
+                den[n] += float((x.astype(np.float64) ** 2).sum())
+    return {n: round(float(np.sqrt(num[n] / den[n])), 5) for n in names if den[n] > 0}
+
+
+# ---------------------------------------------------------------------------------------------- accuracy control
+
+
+@dataclass(frozen=True)
+class _Control:
+    pre: np.ndarray  # uint8 [n,S,S,3]
+    post: np.ndarray
+    refs: dict  # {pair id: ["ref sentence", ...]}
+
+
+def control_subset(data_root: Path, n: int, size: int) -> _Control:
+    """The accuracy-control pairs: see CONTROL."""
+    from edgecc.train.data import SynthDataset, load_captions, split_records
+
+    path = data_root / CAPTIONS
+    if not path.is_file():
+        raise CalibrationError(f"{path}: LEVIR-CC captions not found (accuracy control needs them; "
+                               "control_pairs=0 turns it off)")
+    recs = [r for r in split_records(load_captions(path), "val") if r.changeflag][:n]
+    ds = SynthDataset(recs, size)
+    imgs = [ds.images(r, 0) for r in recs]
+    return _Control(np.stack([i[0] for i in imgs]), np.stack([i[1] for i in imgs]),
+                    {r.pair_id: [" ".join(c) for c in r.captions] for r in recs})
+
+
+def control_metrics(bundle: Bundle, precision: str, control: _Control, batch: int = 8) -> dict:
+    """Changed-subset CIDEr-D (and BLEU-4, gate recall) of one variant on the control pairs, bundle's decoding."""
+    from edgecc.train.evaluate import caption_metrics
+
+    from edgecc.captioner import Captioner
+    from edgecc.decoding import DecodingOptions
+    from edgecc.engines import create_engine
+
+    cap = Captioner(bundle, create_engine("ort-cpu", bundle, precision),
+                    DecodingOptions(**bundle.manifest.get("decoding", {})))
+    caps = []
+    for s in range(0, len(control.pre), batch):
+        caps += cap.caption_batch(control.pre[s:s + batch], control.post[s:s + batch])
+    preds = {k: c.text for k, c in zip(control.refs, caps)}
+    m = caption_metrics(preds, control.refs, meteor=False)
+    return {"CIDEr-D": m["CIDEr-D"], "BLEU-4": m["BLEU-4"],
+            "gate_recall": round(float(np.mean([c.changed for c in caps])), 4)}
+
+
+# ---------------------------------------------------------------------------------------------- the bundle
+
+
+def quantize_bundle(bundle_dir: str | Path, options: QuantizeOptions = QuantizeOptions(),
+                    log: Callable[[str], None] | None = None, calibration=None) -> dict:
+    """Add `options.precisions` variants to a bundle (in place, atomically) and return the new manifest.
+
+    Args:
+        bundle_dir: a bundle with an fp32 variant; each of its `.onnx` roles is converted.
+        log: progress lines (e.g. `print`); None is quiet.
+        calibration: (pre, post) uint8 [n,S,S,3] arrays instead of `options.calibration_set` (tests, notebooks);
+            they pass the same checks and their hash is recorded with set "<arrays>".
+
+    Raises:
+        CalibrationError: empty, missing, constant or random calibration data; int8 accuracy control cannot
+            meet `max_drop` within `max_evals` evaluations (nothing is written then).
+    """
+    say = log or (lambda _msg: None)
+    bad = set(options.precisions) - set(PRECISIONS)
+    if bad or options.method not in METHODS:
+        raise ValueError(f"precisions from {PRECISIONS} and method from {METHODS}, got {options.precisions}, "
+                         f"{options.method!r}")
+    bundle = Bundle.open(bundle_dir)
+    root = bundle.root
+    roles = graph_roles(bundle.variant("fp32"))
+    size = int(bundle.manifest["input"]["size"])
+    data_root = Path(options.data_root) if options.data_root else DEFAULT_DATA_ROOT
+
+    if calibration is None:
+        cal_set = CalibrationSet.load(options.calibration_set)
+        data = load_pairs(cal_set, size, data_root)
+        pre, post = data.pre, data.post
+        cal_meta = {"set": cal_set.label, "sha256": cal_set.sha256, "data_sha256": data.sha256,
+                    "n_pairs": len(pre), "n_synth": data.n_synth, "n_real": data.n_real}
+    else:
+        import hashlib
+
+        pre, post = (np.ascontiguousarray(x, np.uint8) for x in calibration)
+        check_arrays(pre, post)
+        h = hashlib.sha256(pre.tobytes())
+        h.update(post.tobytes())
+        cal_meta = {"set": "<arrays>", "sha256": None, "data_sha256": h.hexdigest(), "n_pairs": len(pre),
+                    "n_synth": None, "n_real": None}
+    say(f"calibration: {cal_meta['n_pairs']} pairs from {cal_meta['set']}; recording fp32 feeds of "
+        f"{', '.join(roles)}")
+    feeds = record_feeds(bundle, pre, post, options.max_feeds, options.batch, options.seed)
+    cal_meta["feeds"] = {r: len(f) for r, f in feeds.items()}
+
+    control = None
+    if options.control_pairs > 0:
+        control = control_subset(data_root, options.control_pairs, size)
+        fp32_metrics = control_metrics(bundle, "fp32", control, options.batch)
+        say(f"fp32 on the control subset ({len(control.pre)} LEVIR-CC-synth val changed pairs): "
+            f"CIDEr-D {fp32_metrics['CIDEr-D']:.4f}")
+
+    with tempfile.TemporaryDirectory(dir=root, prefix=".quantize-") as tmp:
+        tmp = Path(tmp)
+        shutil.copyfile(root / "vocab.json", tmp / "vocab.json")
+        prepared, preprocessed = {}, {}
+        for role, name in roles.items():
+            prepared[role] = tmp / f"{role}.prepared.onnx"
+            preprocessed[role] = prepare_graph(root / name, prepared[role])
+        new_variants: dict[str, dict] = {}
+
+        def scratch(prec: str, files: dict[str, str]) -> Bundle:
+            """A bundle object over tmp/ with just this variant (for evaluation before anything is written)."""
+            return Bundle(tmp, {**bundle.manifest, "variants": {prec: files}})
+
+        def parity(files: dict[str, str]) -> dict:
+            return {r: output_parity(root / roles[r], tmp / files[r], feeds[r][:_PARITY_FEEDS]) for r in roles}
+
+        def metrics(prec: str, files: dict[str, str]) -> dict | None:
+            if control is None:
+                return None
+            m = control_metrics(scratch(prec, files), prec, control, options.batch)
+            drop = round(fp32_metrics["CIDEr-D"] - m["CIDEr-D"], 4)
+            return {"dataset": "levircc-synth", "control": CONTROL, "n": len(control.pre),
+                    "beam_size": bundle.manifest.get("decoding", {}).get("beam_size"), **m,
+                    "fp32_CIDEr-D": fp32_metrics["CIDEr-D"], "drop": drop}
+
+        if "int8" in options.precisions:
+            new_variants["int8"] = _int8_variant(roles, prepared, feeds, options, tmp, metrics, say)
+            new_variants["int8"]["calibration"] = cal_meta
+            new_variants["int8"]["parity_rel_rms"] = parity(graph_roles(new_variants["int8"]))
+        if "fp16" in options.precisions:
+            files = {r: f"fp16/{r}.onnx" for r in roles}
+            (tmp / "fp16").mkdir()
+            for r in roles:
+                fp16_graph(prepared[r], tmp / files[r])
+            m = metrics("fp16", files)
+            say(f"fp16: control CIDEr-D {m['CIDEr-D']:.4f} (drop {m['drop']:+.4f}, CPU provider)" if m else
+                "fp16: converted")
+            new_variants["fp16"] = {**files, "method": "fp16-keep-io-types", "target": "CUDA / TensorRT",
+                                    "metrics": m, "parity_rel_rms": parity(files)}
+        for v in new_variants.values():
+            v["preprocessed"] = {r: preprocessed[r] for r in roles}
+            v["size_bytes"] = sum((tmp / f).stat().st_size for f in graph_roles(v).values())
+        return _commit(bundle, tmp, new_variants)
+
+
+def _int8_variant(roles, prepared, feeds, options, tmp: Path, metrics, say) -> dict:
+    """Quantize every role; if the control drop exceeds max_drop keep the noisiest nodes in float, step by step."""
+    from .sensitivity import rank_nodes
+
+    cache = {r: tmp / f"{r}.ranges.json" for r in roles}
+
+    def build(k: int, ranked: list) -> dict[str, str]:
+        files = {r: f"int8-{k}/{r}.onnx" for r in roles}
+        (tmp / f"int8-{k}").mkdir(exist_ok=True)
+        for r in roles:
+            exclude = tuple(n for rr, n, _ in ranked[:k] if rr == r)
+            first = not cache[r].is_file()
+            quantize_graph(prepared[r], tmp / files[r], feeds[r] if first else None, options.method,
+                           options.per_channel, exclude, cache[r])
+        return files
+
+    files = build(0, [])
+    m = metrics("int8", files)
+    history = [{"float_nodes": 0, "CIDEr-D": m["CIDEr-D"], "drop": m["drop"]}] if m else []
+    best, ranked = (0, files, m), []
+    if m is not None:
+        say(f"int8 ({options.method}), all nodes quantized: control CIDEr-D {m['CIDEr-D']:.4f}, drop {m['drop']:+.4f}")
+    if m is not None and m["drop"] > options.max_drop:
+        ranked = sorted(((r, n, s) for r in roles for n, s in rank_nodes(prepared[r], tmp / files[r],
+                                                                          feeds[r][:_RANK_FEEDS]) if s > 0),
+                        key=lambda t: -t[2])
+        say(f"accuracy control: {len(ranked)} quantized nodes add noise; top: "
+            + ", ".join(f"{r}:{n} {s:.2g}" for r, n, s in ranked[:5]))
+        lo, hi, k, best = 0, None, 1, None
+        while len(history) < options.max_evals and ranked:
+            files = build(k, ranked)
+            m = metrics("int8", files)
+            history.append({"float_nodes": k, "CIDEr-D": m["CIDEr-D"], "drop": m["drop"]})
+            say(f"  {k} node(s) in float: control CIDEr-D {m['CIDEr-D']:.4f}, drop {m['drop']:+.4f}")
+            if m["drop"] <= options.max_drop:
+                hi, best = k, (k, files, m)
+            else:
+                lo = k
+            if hi is None:
+                if k == len(ranked):
+                    break
+                k = min(2 * k, len(ranked))
+            elif hi - lo > 1:
+                k = (lo + hi) // 2
+            else:
+                break
+        if best is None:
+            raise CalibrationError(
+                f"int8 accuracy control failed: control CIDEr-D drop {history[-1]['drop']:.4f} > max_drop "
+                f"{options.max_drop} with {history[-1]['float_nodes']} of {len(ranked)} ranked nodes in float after "
+                f"{len(history)} evaluations (raise max_drop or max_evals, or try another method)")
+    k, files, m = best
+    final = {r: f"int8/{r}.onnx" for r in roles}
+    (tmp / "int8").mkdir()
+    for r in roles:
+        os.replace(tmp / files[r], tmp / final[r])
+    float_nodes = {r: [n for rr, n, _ in ranked[:k] if rr == r] for r in roles}
+    return {**final, "method": f"static-qdq-{options.method}", "format": "QDQ",
+            "quantization": {"activations": "uint8 asymmetric, per tensor",
+                             "weights": f"int8 symmetric, {'per channel' if options.per_channel else 'per tensor'}"},
+            "float_nodes": float_nodes, "metrics": m and {**m, "max_drop": options.max_drop},
+            "accuracy_control": {"ranking": "relative output noise added per node (calibration.sensitivity)",
+                                 "evaluations": history} if history else "off"}
+
+
+def _commit(bundle: Bundle, tmp: Path, new_variants: dict[str, dict]) -> dict:
+    """Move the new graphs into the bundle (atomic renames), then rewrite the manifest with every file's sha256."""
+    root = bundle.root
+    old = bundle.manifest["variants"]
+    replaced = {f for p in new_variants if p in old for f in graph_roles(old[p]).values()}
+    keep_files = [f for f in bundle.manifest["files"] if f not in replaced]
+    for v in new_variants.values():
+        for f in graph_roles(v).values():
+            (root / f).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / f, root / f)
+    files = keep_files + [f for v in new_variants.values() for f in graph_roles(v).values() if f not in keep_files]
+    manifest = {**bundle.manifest, "variants": {**old, **new_variants}, "files": files}
+    return write_manifest(root, manifest)
