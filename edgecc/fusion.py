@@ -118,7 +118,7 @@ def native_status() -> dict:
     info = native.info()
     status = {"built": True, "simd": info["simd"], "simd_paths": sorted(info["simd_paths"]), "openmp": info["openmp"]}
     try:
-        status["threads"] = native.threads(_env_threads(), 1, 1 << 40, 1)
+        status["threads"] = native.threads(_env_threads(), 1, 1 << 40, 1, 1, 0)  # on large calls
         status["simd"] = _simd_name(native, _env_simd(native))
     except ValueError as e:
         return {**status, "in_use": False, "reason": str(e)}

@@ -28,10 +28,14 @@
 #define DA_X86 0
 #endif
 
-#define DA_BQ 64                                /* queries per task */
-#define DA_BK 64                                /* keys per block; a multiple of 2 * 16 */
-#define DA_DPM(d) (((d) + 15) / 16 * 16)        /* padded head width, enough for every path's vector width */
+#ifndef DA_BQ
+#define DA_BQ 64 /* queries per task */
+#endif
+#ifndef DA_BK
+#define DA_BK 64 /* keys per block */
+#endif
 #define DA_ALIGN 64
+#define DA_MIN_FLOPS_PER_THREAD 8e6 /* ~80 us of one AVX-512 core */
 
 typedef struct {
     const float *a, *b; /* [B, N, C] */
@@ -45,7 +49,8 @@ typedef struct {
 
 #define DA_W 1
 #define DA_VEC 0
-#define DA_RQ 4
+#define DA_RK 4
+#define DA_NV 4
 #define DA_SUFFIX scalar
 #define DA_ATTR
 #include "diff_attention_body.h"
@@ -53,7 +58,8 @@ typedef struct {
 #if DA_HAS_VEC
 #define DA_W 4
 #define DA_VEC 1
-#define DA_RQ 4
+#define DA_RK 2
+#define DA_NV 4
 #define DA_SUFFIX vec128
 #define DA_ATTR
 #include "diff_attention_body.h"
@@ -62,14 +68,16 @@ typedef struct {
 #if DA_X86
 #define DA_W 8
 #define DA_VEC 1
-#define DA_RQ 4
+#define DA_RK 2
+#define DA_NV 4
 #define DA_SUFFIX avx2
 #define DA_ATTR __attribute__((target("avx2,fma")))
 #include "diff_attention_body.h"
 
 #define DA_W 16
 #define DA_VEC 1
-#define DA_RQ 8
+#define DA_RK 4
+#define DA_NV 4
 #define DA_SUFFIX avx512
 #define DA_ATTR __attribute__((target("avx512f,avx2,fma")))
 #include "diff_attention_body.h"
@@ -171,21 +179,28 @@ static int64_t da_ntasks(int64_t batch, int64_t tokens, int64_t heads) {
     return batch * heads * ((tokens + DA_BQ - 1) / DA_BQ);
 }
 
-int edgecc_diff_attention_threads(int nthreads, int64_t batch, int64_t tokens, int64_t heads) {
+int edgecc_diff_attention_threads(int nthreads, int64_t batch, int64_t tokens, int64_t channels, int64_t heads,
+                                  int64_t topk) {
 #ifdef _OPENMP
     int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
 #else
     int nt = 1;
     (void)nthreads;
 #endif
-    int64_t tasks = da_ntasks(batch, tokens, heads);
+    /* At least DA_MIN_FLOPS_PER_THREAD each: below that a team costs more than it saves (and on a busy machine a
+     * preempted team member stalls the whole call). */
+    const double nsel = (topk > 0 && topk < tokens) ? (double)topk : (double)tokens;
+    const double flops = 8.0 * (double)batch * (double)tokens * nsel * (double)channels; /* QK + PV, 2 flops/FMA */
+    const double by_work = flops / DA_MIN_FLOPS_PER_THREAD;
+    if (by_work < nt) nt = (int)by_work;
+    const int64_t tasks = da_ntasks(batch, tokens, heads);
     if (tasks < nt) nt = (int)tasks;
     return nt < 1 ? 1 : nt;
 }
 
+/* Per thread: QT [d][BQ], OT [d][BQ], ST [BK][BQ], m, l, alpha [BQ]. */
 static size_t da_thread_bytes(int64_t d) {
-    size_t dpm = (size_t)DA_DPM(d);
-    size_t floats = 2 * DA_BQ * dpm + DA_BQ * DA_BK + 2 * DA_BK * dpm + 3 * DA_BQ;
+    size_t floats = 2 * DA_BQ * (size_t)d + DA_BQ * DA_BK + 3 * DA_BQ;
     return floats * sizeof(float) + DA_ALIGN;
 }
 
@@ -201,7 +216,7 @@ static int da_is_topk(int64_t tokens, int64_t topk) { return topk > 0 && topk < 
 size_t edgecc_diff_attention_workspace_bytes(int64_t batch, int64_t tokens, int64_t channels, int64_t heads,
                                              int64_t topk, int nthreads) {
     if (!da_valid(batch, tokens, channels, heads)) return 0;
-    int nt = edgecc_diff_attention_threads(nthreads, batch, tokens, heads);
+    int nt = edgecc_diff_attention_threads(nthreads, batch, tokens, channels, heads, topk);
     size_t bytes = (size_t)nt * da_thread_bytes(channels / heads);
     if (da_is_topk(tokens, topk)) bytes += (size_t)(batch * tokens) * (sizeof(double) + sizeof(int64_t));
     return bytes;
@@ -276,7 +291,7 @@ edgecc_status edgecc_diff_attention_f32_simd(const float *a, const float *b, flo
 
     da_problem p = {a, b, out, batch, tokens, channels, heads, channels / heads, tokens, NULL};
     const int64_t ntasks = da_ntasks(batch, tokens, heads);
-    const int nt = edgecc_diff_attention_threads(nthreads, batch, tokens, heads);
+    const int nt = edgecc_diff_attention_threads(nthreads, batch, tokens, channels, heads, topk);
     const size_t thread_bytes = da_thread_bytes(p.d);
     void *rank = NULL;
     int failed = 0;

@@ -11,9 +11,10 @@
  *              topk <= 0 or topk >= N means dense.
  *     out_i = sum_j softmax_j(q_i . k_j / sqrt(d)) v_j
  *
- * One pass per block of 64 queries forms the difference, computes a 64 x 64 score tile against a packed block of
- * keys, keeps a streaming (online) softmax and accumulates the weighted sum: the N x 2N score matrix never exists.
- * Memory: a fixed per-thread workspace (independent of N) plus, for top-k, 16 bytes per token for the ranking.
+ * One pass per block of 64 queries forms the difference, computes a 64 x 64 score tile against a block of keys
+ * (read in place from a and b), keeps a streaming (online) softmax and accumulates the weighted sum: the N x 2N
+ * score matrix never exists. Memory: a fixed per-thread workspace of (128 d + 4288) floats (independent of N) plus,
+ * for top-k, 16 bytes per token for the ranking.
  *
  * Usage:
  *
@@ -78,8 +79,10 @@ edgecc_status edgecc_diff_attention_f32_simd(const float *a, const float *b, flo
 size_t edgecc_diff_attention_workspace_bytes(int64_t batch, int64_t tokens, int64_t channels, int64_t heads,
                                              int64_t topk, int nthreads);
 
-/* Threads a call with `nthreads` (and this much work) would use. */
-int edgecc_diff_attention_threads(int nthreads, int64_t batch, int64_t tokens, int64_t heads);
+/* Threads a call with these arguments uses: nthreads (<= 0: all cores), capped by the work (about 8 MFLOP per
+ * thread at least, so the model's own 64-token calls run on one thread) and by the number of query blocks. */
+int edgecc_diff_attention_threads(int nthreads, int64_t batch, int64_t tokens, int64_t channels, int64_t heads,
+                                  int64_t topk);
 
 /* The path EDGECC_SIMD_AUTO picks on this CPU, and whether a given path can run here. */
 edgecc_simd edgecc_diff_attention_best_simd(void);

@@ -3,17 +3,21 @@
  * The includer defines, then this file undefines:
  *   DA_W       floats per vector (1, 4, 8, 16)
  *   DA_VEC     1: GCC/Clang vector extensions of DA_W floats; 0: scalar (DA_W == 1)
- *   DA_RQ      query rows per register tile (4 or 8)
+ *   DA_RK      keys (in QK) and channels (in PV) per register tile
+ *   DA_NV      vectors of queries per register tile (DA_NV * DA_W divides DA_BQ)
  *   DA_SUFFIX  name suffix of this path's functions
  *   DA_ATTR    function attribute selecting the instruction set (may be empty)
- * and provides da_problem, DA_BQ, DA_BK, DA_DPM (see diff_attention.c).
+ * and provides da_problem, DA_BQ, DA_BK (see diff_attention.c).
  *
- * One task = (batch item, head, block of DA_BQ queries). Per key block of DA_BK keys:
- *   pack   KT[d][BK] (keys, transposed) and V[BK][dp] (the same keys, zero-padded to dp)
- *   S      = Q KT                     [BQ, BK]   Q = (b - a) / sqrt(d), formed once per task
- *   online softmax per row: m_new = max(m, rowmax S); alpha = exp(m - m_new); P = exp(S - m_new); l = l alpha + sum P
- *   O      = O alpha + P V            [BQ, dp]
- * and at the end out = O / l. Registers hold DA_RQ rows x 2 vectors of the S and O tiles.
+ * One task = (batch item, head, block of DA_BQ queries). Everything is laid out query-minor, so every vector runs
+ * over DA_W queries and the head width d (odd or not) is only a loop bound:
+ *   QT  [d][BQ]   (b - a) / sqrt(d), formed once per task
+ *   per block of DA_BK keys (rows of a and b read in place, never copied):
+ *     ST  [BK][BQ] = K QT                                   scores, transposed
+ *     m_new = max(m, max_j ST[j]); alpha = exp(m - m_new); PT = exp(ST - m_new); l = l alpha + sum_j PT[j]
+ *     OT  [d][BQ]  = OT alpha + K^T PT                      weighted sum, transposed
+ *   out = OT^T / l
+ * Registers hold DA_RK keys (or channels) x DA_NV query vectors of a tile.
  */
 
 #define DA_CAT2(x, y) x##_##y
@@ -33,8 +37,8 @@ static inline DA_ATTR vf DA_FN(vld)(const float *p) {
 }
 static inline DA_ATTR void DA_FN(vst)(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline DA_ATTR vf DA_FN(vset1)(float x) {
-    vf v = {0};
-    return v + x;
+    vf z = {0};
+    return -z + x; /* -0.0 + x == x for every x, so this folds to one broadcast; {0} + x would cost an add */
 }
 static inline DA_ATTR vf DA_FN(vmax)(vf x, vf y) {
     vi m = x > y;
@@ -81,147 +85,147 @@ static inline float DA_FN(hmax)(float v) { return v; }
 static inline float DA_FN(vexp)(float x) { return x >= -87.33654f ? expf(x) : 0.0f; }
 #endif
 
-/* S[i][0:BK] = Q[i][0:d] . KT[0:d][0:BK] for i < nqr (a multiple of DA_RQ). */
-static DA_ATTR void DA_FN(qk_tile)(const float *Q, const float *KT, float *S, int nqr, int d, int dp) {
-    for (int i0 = 0; i0 < nqr; i0 += DA_RQ) {
-        for (int j0 = 0; j0 < DA_BK; j0 += 2 * DA_W) {
-            vf acc[DA_RQ][2];
-            for (int r = 0; r < DA_RQ; ++r) acc[r][0] = acc[r][1] = DA_FN(vset1)(0.0f);
+/* The key rows of one block: key t is a[token t] for t < nsel, else b[token t - nsel]; head h's d channels. */
+static void DA_FN(key_rows)(const da_problem *p, int64_t bi, int64_t h, int64_t k0, int nk, const float **kp) {
+    const int64_t nsel = p->nsel;
+    const int64_t *idx = p->idx ? p->idx + bi * p->tokens : NULL; /* the selected tokens come first */
+    for (int jj = 0; jj < nk; ++jj) {
+        const int64_t t = k0 + jj;
+        const int64_t tok = t < nsel ? (idx ? idx[t] : t) : (idx ? idx[t - nsel] : t - nsel);
+        kp[jj] = (t < nsel ? p->a : p->b) + ((bi * p->tokens + tok) * p->channels + h * p->d);
+    }
+}
+
+/* ST[j][q] = sum_c key_j[c] QT[c][q] for j < nk, q < nqr (a multiple of DA_NV * DA_W): scores of the block,
+ * transposed so that vectors run over queries (no horizontal sums, no transposed copy of the keys). */
+static DA_ATTR void DA_FN(qk_tile)(const float *QT, const float *const *kp, float *ST, int nk, int d, int nqr) {
+    for (int q0 = 0; q0 < nqr; q0 += DA_NV * DA_W) {
+        int j0 = 0;
+        for (; j0 + DA_RK <= nk; j0 += DA_RK) {
+            vf acc[DA_RK][DA_NV];
+            for (int r = 0; r < DA_RK; ++r)
+                for (int v = 0; v < DA_NV; ++v) acc[r][v] = DA_FN(vset1)(0.0f);
             for (int c = 0; c < d; ++c) {
-                const float *k = KT + (size_t)c * DA_BK + j0;
-                vf k0 = DA_FN(vld)(k), k1 = DA_FN(vld)(k + DA_W);
-                for (int r = 0; r < DA_RQ; ++r) {
-                    vf q = DA_FN(vset1)(Q[(size_t)(i0 + r) * dp + c]);
-                    acc[r][0] += q * k0;
-                    acc[r][1] += q * k1;
+                vf qv[DA_NV];
+                for (int v = 0; v < DA_NV; ++v) qv[v] = DA_FN(vld)(QT + (size_t)c * DA_BQ + q0 + v * DA_W);
+                for (int r = 0; r < DA_RK; ++r) {
+                    vf k = DA_FN(vset1)(kp[j0 + r][c]);
+                    for (int v = 0; v < DA_NV; ++v) acc[r][v] += k * qv[v];
                 }
             }
-            for (int r = 0; r < DA_RQ; ++r) {
-                DA_FN(vst)(S + (size_t)(i0 + r) * DA_BK + j0, acc[r][0]);
-                DA_FN(vst)(S + (size_t)(i0 + r) * DA_BK + j0 + DA_W, acc[r][1]);
+            for (int r = 0; r < DA_RK; ++r)
+                for (int v = 0; v < DA_NV; ++v) DA_FN(vst)(ST + (size_t)(j0 + r) * DA_BQ + q0 + v * DA_W, acc[r][v]);
+        }
+        for (; j0 < nk; ++j0) { /* tail keys, one at a time */
+            vf acc[DA_NV];
+            for (int v = 0; v < DA_NV; ++v) acc[v] = DA_FN(vset1)(0.0f);
+            for (int c = 0; c < d; ++c) {
+                vf k = DA_FN(vset1)(kp[j0][c]);
+                for (int v = 0; v < DA_NV; ++v) acc[v] += k * DA_FN(vld)(QT + (size_t)c * DA_BQ + q0 + v * DA_W);
             }
+            for (int v = 0; v < DA_NV; ++v) DA_FN(vst)(ST + (size_t)j0 * DA_BQ + q0 + v * DA_W, acc[v]);
         }
     }
 }
 
-/* Online softmax over one key block: S becomes P (columns >= nk get weight 0); m, l, alpha per row. */
-static DA_ATTR void DA_FN(softmax_tile)(float *S, float *m, float *l, float *alpha, int nqr, int nk) {
-    for (int i = 0; i < nqr; ++i) {
-        float *s = S + (size_t)i * DA_BK;
-        for (int j = nk; j < DA_BK; ++j) s[j] = -INFINITY;
-        vf vm = DA_FN(vld)(s);
-        for (int j = DA_W; j < DA_BK; j += DA_W) vm = DA_FN(vmax)(vm, DA_FN(vld)(s + j));
-        float mx = DA_FN(hmax)(vm);
-        float m_new = mx > m[i] ? mx : m[i];
-        float al = m[i] == -INFINITY ? 0.0f : expf(m[i] - m_new);
-        vf mn = DA_FN(vset1)(m_new), sum = DA_FN(vset1)(0.0f);
-        for (int j = 0; j < DA_BK; j += DA_W) {
-            vf p = DA_FN(vexp)(DA_FN(vld)(s + j) - mn);
-            DA_FN(vst)(s + j, p);
+/* Online softmax over one key block, vectorised over queries: ST becomes PT; m, l, alpha per query. */
+static DA_ATTR void DA_FN(softmax_tile)(float *ST, float *m, float *l, float *alpha, int nk, int nqr) {
+    for (int q = 0; q < nqr; q += DA_W) {
+        vf mx = DA_FN(vld)(ST + q);
+        for (int j = 1; j < nk; ++j) mx = DA_FN(vmax)(mx, DA_FN(vld)(ST + (size_t)j * DA_BQ + q));
+        vf m_old = DA_FN(vld)(m + q), m_new = DA_FN(vmax)(m_old, mx);
+        vf al = DA_FN(vexp)(m_old - m_new); /* 0 on the first block (m_old = -inf) */
+        vf sum = DA_FN(vset1)(0.0f);
+        for (int j = 0; j < nk; ++j) {
+            float *s = ST + (size_t)j * DA_BQ + q;
+            vf p = DA_FN(vexp)(DA_FN(vld)(s) - m_new);
+            DA_FN(vst)(s, p);
             sum += p;
         }
-        l[i] = l[i] * al + DA_FN(hsum)(sum);
-        m[i] = m_new;
-        alpha[i] = al;
+        DA_FN(vst)(l + q, DA_FN(vld)(l + q) * al + sum);
+        DA_FN(vst)(m + q, m_new);
+        DA_FN(vst)(alpha + q, al);
     }
 }
 
-/* O[i][0:dp] = O[i] * alpha[i] + sum_{j < nk} P[i][j] V[j][0:dp] for i < nqr; dp is a multiple of DA_W. */
-static DA_ATTR void DA_FN(pv_tile)(const float *P, const float *V, float *O, const float *alpha, int nqr, int nk,
-                                    int dp) {
-    for (int i0 = 0; i0 < nqr; i0 += DA_RQ) {
+/* OT[c][q] = OT[c][q] alpha[q] + sum_{j < nk} key_j[c] PT[j][q] for c < d, q < nqr. */
+static DA_ATTR void DA_FN(pv_tile)(const float *PT, const float *const *kp, float *OT, const float *alpha, int nk,
+                                    int d, int nqr) {
+    for (int q0 = 0; q0 < nqr; q0 += DA_NV * DA_W) {
+        vf al[DA_NV];
+        for (int v = 0; v < DA_NV; ++v) al[v] = DA_FN(vld)(alpha + q0 + v * DA_W);
         int c0 = 0;
-        for (; c0 + 2 * DA_W <= dp; c0 += 2 * DA_W) {
-            vf acc[DA_RQ][2];
-            for (int r = 0; r < DA_RQ; ++r) {
-                float *o = O + (size_t)(i0 + r) * dp + c0;
-                acc[r][0] = DA_FN(vld)(o) * alpha[i0 + r];
-                acc[r][1] = DA_FN(vld)(o + DA_W) * alpha[i0 + r];
-            }
+        for (; c0 + DA_RK <= d; c0 += DA_RK) {
+            vf acc[DA_RK][DA_NV];
+            for (int r = 0; r < DA_RK; ++r)
+                for (int v = 0; v < DA_NV; ++v)
+                    acc[r][v] = DA_FN(vld)(OT + (size_t)(c0 + r) * DA_BQ + q0 + v * DA_W) * al[v];
             for (int j = 0; j < nk; ++j) {
-                const float *v = V + (size_t)j * dp + c0;
-                vf v0 = DA_FN(vld)(v), v1 = DA_FN(vld)(v + DA_W);
-                for (int r = 0; r < DA_RQ; ++r) {
-                    vf p = DA_FN(vset1)(P[(size_t)(i0 + r) * DA_BK + j]);
-                    acc[r][0] += p * v0;
-                    acc[r][1] += p * v1;
+                const float *k = kp[j] + c0;
+                vf pv[DA_NV];
+                for (int v = 0; v < DA_NV; ++v) pv[v] = DA_FN(vld)(PT + (size_t)j * DA_BQ + q0 + v * DA_W);
+                for (int r = 0; r < DA_RK; ++r) {
+                    vf kv = DA_FN(vset1)(k[r]);
+                    for (int v = 0; v < DA_NV; ++v) acc[r][v] += kv * pv[v];
                 }
             }
-            for (int r = 0; r < DA_RQ; ++r) {
-                float *o = O + (size_t)(i0 + r) * dp + c0;
-                DA_FN(vst)(o, acc[r][0]);
-                DA_FN(vst)(o + DA_W, acc[r][1]);
-            }
+            for (int r = 0; r < DA_RK; ++r)
+                for (int v = 0; v < DA_NV; ++v) DA_FN(vst)(OT + (size_t)(c0 + r) * DA_BQ + q0 + v * DA_W, acc[r][v]);
         }
-        if (c0 < dp) { /* one vector left */
-            vf acc[DA_RQ];
-            for (int r = 0; r < DA_RQ; ++r) acc[r] = DA_FN(vld)(O + (size_t)(i0 + r) * dp + c0) * alpha[i0 + r];
+        for (; c0 < d; ++c0) { /* tail channels, one at a time */
+            vf acc[DA_NV];
+            for (int v = 0; v < DA_NV; ++v) acc[v] = DA_FN(vld)(OT + (size_t)c0 * DA_BQ + q0 + v * DA_W) * al[v];
             for (int j = 0; j < nk; ++j) {
-                vf v0 = DA_FN(vld)(V + (size_t)j * dp + c0);
-                for (int r = 0; r < DA_RQ; ++r) acc[r] += DA_FN(vset1)(P[(size_t)(i0 + r) * DA_BK + j]) * v0;
+                vf kv = DA_FN(vset1)(kp[j][c0]);
+                for (int v = 0; v < DA_NV; ++v) acc[v] += kv * DA_FN(vld)(PT + (size_t)j * DA_BQ + q0 + v * DA_W);
             }
-            for (int r = 0; r < DA_RQ; ++r) DA_FN(vst)(O + (size_t)(i0 + r) * dp + c0, acc[r]);
+            for (int v = 0; v < DA_NV; ++v) DA_FN(vst)(OT + (size_t)c0 * DA_BQ + q0 + v * DA_W, acc[v]);
         }
     }
 }
 
-/* One task: batch item, head, query block. ws: this thread's workspace (da_workspace_floats(d) floats). */
+/* One task: batch item, head, query block. ws: this thread's workspace (da_thread_bytes). */
 static DA_ATTR void DA_FN(task)(const da_problem *p, int64_t task, float *ws) {
     const int64_t nqb = (p->tokens + DA_BQ - 1) / DA_BQ;
     const int64_t bi = task / (p->heads * nqb);
     const int64_t h = (task / nqb) % p->heads;
     const int64_t q0 = (task % nqb) * DA_BQ;
     const int nq = (int)(p->tokens - q0 < DA_BQ ? p->tokens - q0 : DA_BQ);
-    const int nqr = (nq + DA_RQ - 1) / DA_RQ * DA_RQ;
+    const int nqr = (nq + DA_NV * DA_W - 1) / (DA_NV * DA_W) * (DA_NV * DA_W);
     const int d = (int)p->d;
-    const int dp = (d + DA_W - 1) / DA_W * DA_W;
     const int64_t C = p->channels;
     const float scale = (float)(1.0 / sqrt((double)d));
-    float *Q = ws, *O = Q + DA_BQ * DA_DPM(d), *S = O + DA_BQ * DA_DPM(d), *KT = S + DA_BQ * DA_BK;
-    float *V = KT + DA_BK * DA_DPM(d), *m = V + DA_BK * DA_DPM(d), *l = m + DA_BQ, *alpha = l + DA_BQ;
+    float *QT = ws, *OT = QT + (size_t)d * DA_BQ, *ST = OT + (size_t)d * DA_BQ, *m = ST + DA_BK * DA_BQ;
+    float *l = m + DA_BQ, *alpha = l + DA_BQ;
+    const float *kp[DA_BK];
 
-    /* Q = (b - a) * scale for this block's queries; rows nq..nqr-1 and channels d..dp-1 are zero. */
+    /* QT[c][i] = (b - a)[query q0 + i][h*d + c] * scale; queries nq..nqr-1 are zero (computed, never written). */
     for (int i = 0; i < nqr; ++i) {
-        float *q = Q + (size_t)i * dp;
         if (i < nq) {
             const float *ra = p->a + ((bi * p->tokens + q0 + i) * C + h * d);
             const float *rb = p->b + ((bi * p->tokens + q0 + i) * C + h * d);
-            for (int c = 0; c < d; ++c) q[c] = (rb[c] - ra[c]) * scale;
+            for (int c = 0; c < d; ++c) QT[(size_t)c * DA_BQ + i] = (rb[c] - ra[c]) * scale;
         } else {
-            for (int c = 0; c < d; ++c) q[c] = 0.0f;
+            for (int c = 0; c < d; ++c) QT[(size_t)c * DA_BQ + i] = 0.0f;
         }
-        for (int c = d; c < dp; ++c) q[c] = 0.0f;
-        for (int c = 0; c < dp; ++c) O[(size_t)i * dp + c] = 0.0f;
+        for (int c = 0; c < d; ++c) OT[(size_t)c * DA_BQ + i] = 0.0f;
         m[i] = -INFINITY;
         l[i] = 0.0f;
     }
 
-    const int64_t nsel = p->nsel, nkeys = 2 * nsel;
-    const int64_t *idx = p->idx ? p->idx + bi * p->tokens : NULL; /* the selected tokens come first */
+    const int64_t nkeys = 2 * p->nsel;
     for (int64_t k0 = 0; k0 < nkeys; k0 += DA_BK) {
         const int nk = (int)(nkeys - k0 < DA_BK ? nkeys - k0 : DA_BK);
-        for (int jj = 0; jj < nk; ++jj) { /* key t: a[token t] for t < nsel, else b[token t - nsel] */
-            const int64_t t = k0 + jj;
-            const int64_t tok = t < nsel ? (idx ? idx[t] : t) : (idx ? idx[t - nsel] : t - nsel);
-            const float *src = (t < nsel ? p->a : p->b) + ((bi * p->tokens + tok) * C + h * d);
-            float *v = V + (size_t)jj * dp;
-            for (int c = 0; c < d; ++c) {
-                KT[(size_t)c * DA_BK + jj] = src[c];
-                v[c] = src[c];
-            }
-            for (int c = d; c < dp; ++c) v[c] = 0.0f;
-        }
-        for (int c = 0; c < d; ++c)
-            for (int jj = nk; jj < DA_BK; ++jj) KT[(size_t)c * DA_BK + jj] = 0.0f;
-        DA_FN(qk_tile)(Q, KT, S, nqr, d, dp);
-        DA_FN(softmax_tile)(S, m, l, alpha, nqr, nk);
-        DA_FN(pv_tile)(S, V, O, alpha, nqr, nk, dp);
+        DA_FN(key_rows)(p, bi, h, k0, nk, kp);
+        DA_FN(qk_tile)(QT, kp, ST, nk, d, nqr);
+        DA_FN(softmax_tile)(ST, m, l, alpha, nk, nqr);
+        DA_FN(pv_tile)(ST, kp, OT, alpha, nk, d, nqr);
     }
 
     for (int i = 0; i < nq; ++i) {
         float *o = p->out + ((bi * p->tokens + q0 + i) * C + h * d);
         const float inv = 1.0f / l[i];
-        for (int c = 0; c < d; ++c) o[c] = O[(size_t)i * dp + c] * inv;
+        for (int c = 0; c < d; ++c) o[c] = OT[(size_t)c * DA_BQ + i] * inv;
     }
 }
 
@@ -232,6 +236,7 @@ static DA_ATTR void DA_FN(task)(const da_problem *p, int64_t task, float *ws) {
 #undef DA_CAT2
 #undef DA_W
 #undef DA_VEC
-#undef DA_RQ
+#undef DA_RK
+#undef DA_NV
 #undef DA_SUFFIX
 #undef DA_ATTR

@@ -100,11 +100,11 @@ static PyObject *py_workspace_bytes(PyObject *self, PyObject *args) {
 }
 
 static PyObject *py_threads(PyObject *self, PyObject *args) {
-    long long batch, tokens, heads;
+    long long batch, tokens, channels, heads, topk;
     int nthreads;
     (void)self;
-    if (!PyArg_ParseTuple(args, "iLLL:threads", &nthreads, &batch, &tokens, &heads)) return NULL;
-    return PyLong_FromLong(edgecc_diff_attention_threads(nthreads, batch, tokens, heads));
+    if (!PyArg_ParseTuple(args, "iLLLLL:threads", &nthreads, &batch, &tokens, &channels, &heads, &topk)) return NULL;
+    return PyLong_FromLong(edgecc_diff_attention_threads(nthreads, batch, tokens, channels, heads, topk));
 }
 
 static PyObject *py_info(PyObject *self, PyObject *noargs) {
@@ -126,7 +126,7 @@ static PyObject *py_info(PyObject *self, PyObject *noargs) {
     return Py_BuildValue("{s:i,s:s,s:N,s:O,s:i}", "version", EDGECC_DIFF_ATTENTION_VERSION, "simd",
                          edgecc_simd_name(edgecc_diff_attention_best_simd()), "simd_paths", paths, "openmp",
                          edgecc_diff_attention_openmp() ? Py_True : Py_False, "max_threads",
-                         edgecc_diff_attention_threads(0, 1, 1LL << 40, 1));
+                         edgecc_diff_attention_threads(0, 1, 1LL << 40, 1, 1, 0));
 }
 
 static PyMethodDef methods[] = {
@@ -134,7 +134,8 @@ static PyMethodDef methods[] = {
      "diff_attention(a, b, out, batch, tokens, channels, heads, topk, nthreads, simd) -> None"},
     {"workspace_bytes", py_workspace_bytes, METH_VARARGS,
      "workspace_bytes(batch, tokens, channels, heads, topk, nthreads) -> heap bytes one call allocates"},
-    {"threads", py_threads, METH_VARARGS, "threads(nthreads, batch, tokens, heads) -> threads a call uses"},
+    {"threads", py_threads, METH_VARARGS,
+     "threads(nthreads, batch, tokens, channels, heads, topk) -> threads a call uses"},
     {"info", py_info, METH_NOARGS, "info() -> dict(version, simd, simd_paths, openmp, max_threads)"},
     {NULL, NULL, 0, NULL},
 };

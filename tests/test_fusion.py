@@ -133,8 +133,11 @@ def test_threads_do_not_change_the_result(native, monkeypatch):
 
 
 def test_workspace_is_independent_of_tokens(native):
-    dense = [native.workspace_bytes(1, n, 128, 4, 0, 2) for n in (64, 1024, 16384)]
-    assert dense[0] == dense[1] == dense[2] < 256 * 1024, dense
+    per_thread = native.workspace_bytes(1, 64, 128, 4, 0, 1)
+    assert per_thread < 64 * 1024
+    assert native.threads(2, 1, 64, 128, 4, 0) == 1  # the model's own size: one thread, no team to wait for
+    dense = [native.workspace_bytes(1, n, 128, 4, 0, 2) for n in (1024, 4096, 16384)]
+    assert dense == [2 * per_thread] * 3, dense
     sparse = native.workspace_bytes(1, 16384, 128, 4, 4096, 2) - dense[2]
     assert sparse == 16 * 16384  # the top-k ranking: 16 bytes per token
 
