@@ -25,14 +25,16 @@ import numpy as np
 
 from edgecc.bundle import Bundle, write_manifest
 
+from .ranges import METHODS
 from .sets import CAPTIONS, DEFAULT_DATA_ROOT, CalibrationError, CalibrationSet, check_arrays, load_pairs
 
-METHODS = ("minmax", "percentile", "entropy")
 PRECISIONS = ("int8", "fp16")
 CONTROL = "LEVIR-CC-synth val, changed pairs, first N in file order, render variant 0"
+# engine options under which the fp32 runs record feeds: the ORT engine's default form (split trunk / fused kernel /
+# fusion on CPU where the bundle has it), then its one-graph encoder, so every graph role sees its real inputs
+_ENGINE_FORMS = ({}, {"fusion": "standard"})
 _RANK_FEEDS = 4  # feeds per role for the sensitivity ranking
 _PARITY_FEEDS = 4  # feeds per role for the output parity recorded in the manifest
-_STRIDE = 8  # calibration feeds per collect pass (bounds the memory of the all-tensors calibration run)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ class QuantizeOptions:
         data_root: where set paths and LEVIR-CC captions are; None: ../shared/data beside the checkout.
         max_feeds: recorded feeds kept per graph role (seeded reservoir sample over the whole fp32 run).
         max_evals: accuracy-control evaluations at most (all quantized, then doubling, then bisection).
-        batch: pairs per fp32 / evaluation batch.
+        batch: pairs per evaluation batch.
+        record_batch: pairs per batch of the recording fp32 run (so per encoder calibration feed).
         seed: reservoir sampling seed.
     """
 
@@ -60,9 +63,10 @@ class QuantizeOptions:
     precisions: tuple[str, ...] = PRECISIONS
     calibration_set: str | None = None
     data_root: str | None = None
-    max_feeds: int = 64
+    max_feeds: int = 128
     max_evals: int = 8
     batch: int = 8
+    record_batch: int = 2
     seed: int = 0
 
 
@@ -102,13 +106,14 @@ def _io_signature(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(i.name for i in g.input if i.name not in inits), tuple(o.name for o in g.output)
 
 
-def record_feeds(bundle: Bundle, pre: np.ndarray, post: np.ndarray, max_feeds: int = 64, batch: int = 8,
+def record_feeds(bundle: Bundle, pre: np.ndarray, post: np.ndarray, max_feeds: int = 128, batch: int = 2,
                  seed: int = 0) -> dict[str, list[dict[str, np.ndarray]]]:
     """Run the fp32 variant's decode loop over pairs (uint8 [n,S,S,3] x2); -> {role: sampled feeds of that graph}.
 
-    Works for any engine that keeps its ORT sessions as attributes (or in a dict attribute) and calls `run`:
-    each session is matched to its role by its input and output names. The gate is ignored while recording
-    (`DecodingOptions(gate=False)`) so the decoder also sees the pairs a closed gate would skip.
+    Works for any engine that keeps its ORT sessions as attributes and calls `run`: each session is matched to its
+    role by its input and output names. Roles the default engine form does not run (a one-graph encoder beside a
+    split one) are recorded by a second, encode-only run in the next form of `_ENGINE_FORMS`. The gate is ignored
+    while recording (`DecodingOptions(gate=False)`) so the decoder also sees the pairs a closed gate would skip.
     """
     import onnxruntime as ort
 
@@ -120,64 +125,41 @@ def record_feeds(bundle: Bundle, pre: np.ndarray, post: np.ndarray, max_feeds: i
     by_sig: dict = {}
     for role, name in roles.items():
         by_sig.setdefault(_io_signature(bundle.path(name)), []).append(role)
-    engine = create_engine("ort-cpu", bundle, "fp32")
     rng = np.random.default_rng(seed)
     recorders: dict[str, _Recorder] = {}
 
     def wrap(sess):
         sig = (tuple(i.name for i in sess.get_inputs()), tuple(o.name for o in sess.get_outputs()))
         found = by_sig.get(sig, [])
-        if len(found) != 1:
+        if len(found) != 1 or found[0] in recorders:
             return sess
         recorders[found[0]] = _Recorder(sess, max_feeds, rng)
         return recorders[found[0]]
 
-    for attr, val in list(vars(engine).items()):
-        if isinstance(val, ort.InferenceSession):
-            setattr(engine, attr, wrap(val))
-        elif isinstance(val, dict) and any(isinstance(v, ort.InferenceSession) for v in val.values()):
-            setattr(engine, attr, {k: wrap(v) if isinstance(v, ort.InferenceSession) else v for k, v in val.items()})
-    if missing := sorted(set(roles) - set(recorders)):
-        raise CalibrationError(f"{bundle.root}: the ort-cpu engine holds no session for graph role(s) "
-                               f"{', '.join(missing)} (cannot record their calibration inputs)")
     options = replace(DecodingOptions(**bundle.manifest.get("decoding", {})), gate=False)
-    cap = Captioner(bundle, engine, options)
-    for s in range(0, len(pre), batch):
-        cap.caption_batch(pre[s:s + batch], post[s:s + batch])
-    if unused := sorted(r for r, rec in recorders.items() if not rec.feeds):
-        raise CalibrationError(f"{bundle.root}: the fp32 run never called graph role(s) {', '.join(unused)}")
+    for n, form in enumerate(_ENGINE_FORMS):
+        if n and not set(roles) - set(recorders):
+            break
+        try:
+            engine = create_engine("ort-cpu", bundle, "fp32", **form)
+        except (TypeError, ValueError):  # an engine without this form, or a bundle without it
+            continue
+        for attr, val in list(vars(engine).items()):
+            if isinstance(val, ort.InferenceSession):
+                setattr(engine, attr, wrap(val))
+        cap = Captioner(bundle, engine, options)
+        for s in range(0, len(pre), batch):  # the first form runs the whole loop, later ones only encode
+            if n == 0:
+                cap.caption_batch(pre[s:s + batch], post[s:s + batch])
+            else:
+                engine.encode(pre[s:s + batch], post[s:s + batch])
+    if missing := sorted(r for r in roles if r not in recorders or not recorders[r].feeds):
+        raise CalibrationError(f"{bundle.root}: the fp32 ort-cpu runs never called graph role(s) "
+                               f"{', '.join(missing)} (cannot record their calibration inputs)")
     return {role: rec.feeds for role, rec in recorders.items()}
 
 
 # ---------------------------------------------------------------------------------------------- graphs
-
-
-def _reader(feeds: list[dict]):
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class FeedReader(CalibrationDataReader):
-        """Recorded feeds, in order; `set_range` lets ORT collect them a stride at a time."""
-
-        def __init__(self):
-            self.start, self.end, self.i = 0, len(feeds), 0
-
-        def get_next(self):
-            if self.start + self.i >= self.end:
-                return None
-            self.i += 1
-            return feeds[self.start + self.i - 1]
-
-        def __len__(self):
-            return len(feeds)
-
-        def set_range(self, start_index: int, end_index: int):
-            self.start, self.end, self.i = start_index, end_index, 0
-
-    return FeedReader()
-
-
-def _stride(n: int) -> int:
-    return max(d for d in range(1, min(n, _STRIDE) + 1) if n % d == 0)
 
 
 def prepare_graph(src: Path, dst: Path) -> bool:
@@ -198,22 +180,71 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict] | None, method: str =
 
     Args:
         feeds: calibration feeds; None when `cache` already holds the ranges (re-quantizing with other exclusions).
-        cache: file for the calibration ranges, written on the first call and read afterwards.
+        cache: ORT calibration cache (JSON ranges), written from `feeds` and read by `quantize_static`.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    from .ranges import save_ranges, tensor_ranges
+
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}: choose one of {', '.join(METHODS)}")
-    if feeds is not None and not feeds:
-        raise CalibrationError(f"{src}: no calibration feeds (refusing to calibrate on no data)")
+    cache = Path(cache) if cache is not None else dst.with_suffix(".ranges.json")
+    if feeds is not None:
+        if not feeds:
+            raise CalibrationError(f"{src}: no calibration feeds (refusing to calibrate on no data)")
+        save_ranges(tensor_ranges(src, feeds, method), method, cache)
     calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
              "entropy": CalibrationMethod.Entropy}[method]
     quantize_static(
-        str(src), str(dst), _reader(feeds) if feeds is not None else None, quant_format=QuantFormat.QDQ,
-        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        nodes_to_exclude=list(exclude), calibrate_method=calib, calibration_cache_path=cache,
-        extra_options={"CalibStridedMinMax": _stride(len(feeds))} if feeds else {},
+        str(src), str(dst), None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+        calibrate_method=calib, calibration_cache_path=cache,
     )
+    if exclude:
+        _float_inputs(dst, set(exclude), src)
+
+
+def _float_inputs(path: Path, nodes: set[str], src: Path) -> None:
+    """Excluded nodes read the float tensors behind their inputs' Q/DQ pairs (ORT leaves a producer's QDQ there,
+    and a weight shared with a quantized node stays quantized for both).
+
+    Without this an excluded node computes in float on quantized inputs, keeping most of the noise it was
+    excluded for. Q/DQ pairs and initializers nobody reads any more are removed.
+    """
+    import onnx
+
+    m = onnx.load(str(path))
+    float_inits = {t.name: t for t in onnx.load(str(src)).graph.initializer}
+    have = {t.name for t in m.graph.initializer}
+    made_by = {o: n for n in m.graph.node for o in n.output}
+    for n in m.graph.node:
+        if n.name in nodes:
+            for i, name in enumerate(n.input):
+                dq = made_by.get(name)
+                if dq is None or dq.op_type != "DequantizeLinear":
+                    continue
+                q = made_by.get(dq.input[0])
+                weight = name.removesuffix("_DequantizeLinear_Output")  # ORT's name for a dequantized initializer
+                if q is not None and q.op_type == "QuantizeLinear":
+                    n.input[i] = q.input[0]
+                elif q is None and weight in float_inits:
+                    if weight not in have:
+                        m.graph.initializer.append(float_inits[weight])
+                        have.add(weight)
+                    n.input[i] = weight
+    while True:
+        used = {i for n in m.graph.node for i in n.input} | {o.name for o in m.graph.output}
+        dead = [n for n in m.graph.node
+                if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not set(n.output) & used]
+        if not dead:
+            break
+        for n in dead:
+            m.graph.node.remove(n)
+    used = {i for n in m.graph.node for i in n.input}
+    keep = [t for t in m.graph.initializer if t.name in used]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(keep)
+    onnx.save(m, str(path))
 
 
 def fp16_graph(src: Path, dst: Path) -> None:
@@ -332,7 +363,7 @@ def quantize_bundle(bundle_dir: str | Path, options: QuantizeOptions = QuantizeO
                     "n_synth": None, "n_real": None}
     say(f"calibration: {cal_meta['n_pairs']} pairs from {cal_meta['set']}; recording fp32 feeds of "
         f"{', '.join(roles)}")
-    feeds = record_feeds(bundle, pre, post, options.max_feeds, options.batch, options.seed)
+    feeds = record_feeds(bundle, pre, post, options.max_feeds, options.record_batch, options.seed)
     cal_meta["feeds"] = {r: len(f) for r, f in feeds.items()}
 
     control = None
@@ -368,7 +399,7 @@ def quantize_bundle(bundle_dir: str | Path, options: QuantizeOptions = QuantizeO
                     "fp32_CIDEr-D": fp32_metrics["CIDEr-D"], "drop": drop}
 
         if "int8" in options.precisions:
-            new_variants["int8"] = _int8_variant(roles, prepared, feeds, options, tmp, metrics, say)
+            new_variants["int8"] = quantize_int8(roles, prepared, feeds, options, tmp, metrics, say)
             new_variants["int8"]["calibration"] = cal_meta
             new_variants["int8"]["parity_rel_rms"] = parity(graph_roles(new_variants["int8"]))
         if "fp16" in options.precisions:
@@ -387,8 +418,19 @@ def quantize_bundle(bundle_dir: str | Path, options: QuantizeOptions = QuantizeO
         return _commit(bundle, tmp, new_variants)
 
 
-def _int8_variant(roles, prepared, feeds, options, tmp: Path, metrics, say) -> dict:
-    """Quantize every role; if the control drop exceeds max_drop keep the noisiest nodes in float, step by step."""
+def quantize_int8(roles: dict[str, str], prepared: dict[str, Path], feeds: dict[str, list[dict]],
+                  options: QuantizeOptions, tmp: Path, metrics: Callable[[str, dict], dict | None],
+                  say: Callable[[str], None] = lambda _m: None) -> dict:
+    """Quantize every role; if the control drop exceeds max_drop keep the noisiest nodes in float, step by step.
+
+    Args:
+        roles: {role: fp32 file name}; prepared: {role: float graph to quantize}; feeds: {role: calibration feeds}.
+        tmp: work directory; the result's graphs are left at tmp/int8/<role>.onnx.
+        metrics: (precision, {role: file relative to tmp}) -> {"CIDEr-D", "drop", ...} or None (no control).
+
+    Returns:
+        The variant entry: {role: "int8/<role>.onnx", "method", "float_nodes", "metrics", "accuracy_control", ...}.
+    """
     from .sensitivity import rank_nodes
 
     cache = {r: tmp / f"{r}.ranges.json" for r in roles}

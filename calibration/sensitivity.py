@@ -12,25 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ranges import exposed_session
+
 # QDQ around these is (near) lossless data movement: keeping them in float changes nothing worth a step
 _DATA_MOVEMENT = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Gather", "Concat", "Split",
                   "Identity", "Expand", "Pad", "MaxPool", "Resize", "DepthToSpace", "SpaceToDepth", "Tile"}
-
-
-def _exposed_session(model, names: list[str]):
-    """An ORT session for `model` (ModelProto) that also outputs every tensor in `names`, unoptimised."""
-    import onnx
-    import onnxruntime as ort
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    m.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
-                          for n in names if n not in have)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every named tensor
-    so.log_severity_level = 3
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def quantized_nodes(qdq_model) -> list:
@@ -56,7 +42,7 @@ def rank_nodes(float_path, qdq_path, feeds: list[dict]) -> list[tuple[str, float
               if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
     in_q = {o for n in qm.graph.node for o in n.output}
     names = sorted(floats & in_q)
-    fs, qs = _exposed_session(fm, names), _exposed_session(qm, names)
+    fs, qs = exposed_session(fm, names), exposed_session(qm, names)
     f_out, q_out = [o.name for o in fs.get_outputs()], [o.name for o in qs.get_outputs()]
     num = dict.fromkeys(names, 0.0)
     den = dict.fromkeys(names, 0.0)

@@ -4,6 +4,7 @@
     edgecc watch SOURCE --reference REF --events events.jsonl      (streaming change monitor)
     edgecc bench --quick            edgecc info [BUNDLE]            edgecc doctor
     edgecc train / export / eval    (the factory: pip install 'edgecc[train,eval]')
+    edgecc quantize BUNDLE          (int8 + fp16 variants, calibrated and accuracy-controlled; factory)
 """
 
 from __future__ import annotations
@@ -252,6 +253,7 @@ def evaluate(
     limit: int | None = typer.Option(None),
     beam: int | None = typer.Option(None, help="Beam size (default: the bundle's recommendation)."),
     backend: str = typer.Option("ort-cpu"),
+    precision: str = typer.Option("fp32", help="Bundle variant: fp32, fp16, int8."),
     checkpoint: Path | None = typer.Option(None, help="model.pt for the torch backends (parity of metrics)."),
     meteor: bool = typer.Option(True, help="METEOR needs Java."),
     as_json: bool = typer.Option(False, "--json"),
@@ -262,7 +264,7 @@ def evaluate(
         from edgecc.train.evaluate import EvalOptions, evaluate_bundle, format_report
 
         opts = EvalOptions(split=split, limit=limit, beam_size=beam, meteor=meteor,
-                           data_root=str(data_root) if data_root else None)
+                           data_root=str(data_root) if data_root else None, precision=precision)
         engine_options = {"checkpoint": checkpoint} if checkpoint else {}
         rep = evaluate_bundle(model, str(captions), opts, backend=backend, **engine_options)
         if update_manifest:
@@ -270,11 +272,46 @@ def evaluate(
 
             b = Bundle.open(model)
             keep = {k: rep[k] for k in ("dataset", "split", "n", "metrics", "changed", "gate_accuracy", "mask_iou")}
-            write_manifest(b.root, {**b.manifest, "files": list(b.manifest["files"]),
-                                    "metrics": {**keep, "beam_size": rep["beam_size"], "baselines": rep["baselines"]}})
+            if precision == b.manifest.get("precision", "fp32"):
+                update = {"metrics": {**keep, "beam_size": rep["beam_size"], "baselines": rep["baselines"]}}
+            else:  # another variant's test metrics live in its own entry
+                variant = {**b.variant(precision), "test_metrics": {**keep, "beam_size": rep["beam_size"]}}
+                update = {"variants": {**b.manifest["variants"], precision: variant}}
+            write_manifest(b.root, {**b.manifest, "files": list(b.manifest["files"]), **update})
     except Exception as e:  # noqa: BLE001
         _fail(e)
     typer.echo(json.dumps(rep) if as_json else format_report(rep))
+
+
+@app.command()
+def quantize(
+    bundle: Path = typer.Argument(..., help="Bundle directory with an fp32 variant; variants are added in place."),
+    method: str = typer.Option("minmax", help="INT8 activation calibration: minmax, percentile, entropy."),
+    max_drop: float = typer.Option(0.01, help="Changed-subset CIDEr-D int8 may lose vs fp32 on the control subset."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Write the int8 variant (static QDQ, ORT CPU)."),
+    fp16: bool = typer.Option(True, "--fp16/--no-fp16", help="Write the fp16 variant (for CUDA / TensorRT)."),
+    calibration_set: Path | None = typer.Option(None, help="Calibration set file (default: the committed one)."),
+    control_pairs: int = typer.Option(200, help="LEVIR-CC-synth val changed pairs for accuracy control (0: off)."),
+    data_root: Path | None = typer.Option(None, help="Root of set paths and captions (default ../shared/data)."),
+):
+    """Add INT8 and FP16 variants to a bundle: calibrated on a committed set, held to a CIDEr-D budget (factory)."""
+    try:
+        from edgecc.calibration.quantize import QuantizeOptions, quantize_bundle
+
+        precisions = tuple(p for p, on in (("int8", int8), ("fp16", fp16)) if on)
+        opts = QuantizeOptions(method=method, max_drop=max_drop, control_pairs=control_pairs, precisions=precisions,
+                               calibration_set=str(calibration_set) if calibration_set else None,
+                               data_root=str(data_root) if data_root else None)
+        m = quantize_bundle(bundle, opts, log=lambda s: typer.echo(s, err=True))
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    for p in precisions:
+        v, met = m["variants"][p], m["variants"][p].get("metrics")
+        quality = (f"LEVIR-CC-synth val control ({met['n']} changed): CIDEr-D {met['CIDEr-D']:.4f} vs fp32 "
+                   f"{met['fp32_CIDEr-D']:.4f} (drop {met['drop']:+.4f})" if met else "no accuracy control")
+        floats = sum(len(n) for n in (v.get("float_nodes") or {}).values())
+        typer.echo(f"{p}  {v['size_bytes'] / 1e6:6.2f} MB  {v['method']}  {quality}"
+                   + (f"  float nodes {floats}" if p == "int8" else ""))
 
 
 @app.command()

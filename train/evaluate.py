@@ -30,6 +30,7 @@ class EvalOptions:
     beam_size: int | None = None  # None: the bundle's recommendation
     meteor: bool = True  # METEOR needs Java
     data_root: str | None = None  # a real LEVIR-CC root; None -> LEVIR-CC-synth
+    precision: str = "fp32"  # the bundle variant evaluate_bundle loads (fp32, fp16, int8)
 
 
 def caption_metrics(preds: dict, refs: dict, meteor: bool = True) -> dict:
@@ -142,14 +143,15 @@ def evaluate_bundle(bundle, captions_path: str, opts: EvalOptions = EvalOptions(
     from edgecc.decoding import DecodingOptions
 
     options = DecodingOptions(beam_size=opts.beam_size) if opts.beam_size else None
-    captioner = edgecc.load(bundle, backend=backend, options=options, **engine_options)
-    return evaluate(captioner, captions_path, opts)
+    captioner = edgecc.load(bundle, backend=backend, precision=opts.precision, options=options, **engine_options)
+    return {**evaluate(captioner, captions_path, opts), "precision": opts.precision}
 
 
 def format_report(rep: dict) -> str:
     """A plain-text table of a report, labelled with its dataset (LEVIR-CC-synth scores say so)."""
     label = "LEVIR-CC-synth" if rep["dataset"] == DATASET_ID_SYNTH else "LEVIR-CC"
-    lines = [f"{label} {rep['split']} split, n={rep['n']} (changed {rep['changed']['n']}), model {rep['model']}"]
+    prec = f" ({rep['precision']})" if "precision" in rep else ""
+    lines = [f"{label} {rep['split']} split, n={rep['n']} (changed {rep['changed']['n']}), model {rep['model']}{prec}"]
     head = f"{'':38s}" + "".join(f"{m:>9s}" for m in METRIC_NAMES)
     lines.append(head)
 
