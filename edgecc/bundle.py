@@ -18,7 +18,23 @@ from .vocab import Vocab
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 FORMAT = "edgecc-bundle"
-DEFAULT_BUNDLE = Path(__file__).parent / "models" / "default"
+MODELS_DIR = Path(__file__).parent / "models"
+DEFAULT_BUNDLE = MODELS_DIR / "default"
+
+
+def bundled_models() -> dict[str, Path]:
+    """Bundles shipped in the package, by name: "default" (the edge student) and "teacher"."""
+    return {p.name: p for p in sorted(MODELS_DIR.iterdir()) if (p / MANIFEST).is_file()}
+
+
+def resolve(root: str | Path | None) -> Path:
+    """A bundle directory, or the name of a bundled model ("default", "teacher"), or None (the default)."""
+    if root is None:
+        return DEFAULT_BUNDLE
+    p = Path(root)
+    if not p.exists() and len(p.parts) == 1 and p.name in bundled_models():
+        return MODELS_DIR / p.name
+    return p
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -38,7 +54,7 @@ class Bundle:
 
     @classmethod
     def open(cls, root: str | Path | None = None, verify: bool = True) -> Bundle:
-        root = Path(root) if root is not None else DEFAULT_BUNDLE
+        root = resolve(root)
         mpath = root / MANIFEST
         if not root.is_dir():
             raise BundleError(f"{root}: bundle directory not found")
@@ -92,6 +108,34 @@ class Bundle:
         if precision not in variants:
             raise BundleError(f"{self.root}: no {precision} variant in this bundle (has: {', '.join(variants)})")
         return variants[precision]
+
+    def variants_info(self) -> list[dict]:
+        """One row per precision variant: size, compute, decoder state and LEVIR-CC-synth test metrics."""
+        m = self.manifest
+        rows = []
+        for prec, v in m["variants"].items():
+            graphs = sorted({f for f in v.values() if isinstance(f, str) and f in m["files"]})
+            met = v.get("test_metrics") or (m.get("metrics") if prec == m.get("precision", "fp32") else None) or {}
+            rows.append({
+                "name": f"{self.name}:{prec}",
+                "precision": prec,
+                "method": v.get("method"),
+                "files": graphs,
+                "size_bytes": sum(m["files"][f]["bytes"] for f in graphs),
+                "params": m.get("params"),
+                "gflops_per_pair": m.get("gflops_per_pair"),
+                "decoder": m["decoder"].get("kind", "transformer"),
+                "state_bytes_per_sequence": m["decoder"].get("state_bytes_per_sequence"),
+                "metrics": {
+                    "dataset": "LEVIR-CC-synth" if met.get("dataset") == "levircc-synth" else met.get("dataset"),
+                    "split": met.get("split"),
+                    "CIDEr-D": (met.get("metrics") or {}).get("CIDEr-D"),
+                    "CIDEr-D-changed": ((met.get("changed") or {}).get("metrics") or {}).get("CIDEr-D"),
+                    "BLEU-4": (met.get("metrics") or {}).get("BLEU-4"),
+                    "gate_accuracy": met.get("gate_accuracy"),
+                } if met else None,
+            })
+        return rows
 
     @property
     def files_sha256(self) -> str:

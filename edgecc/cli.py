@@ -114,15 +114,21 @@ def scene_json(scene, model_name: str) -> dict:
 
 
 @app.command()
-def info(model: Path | None = typer.Argument(None, help="Bundle directory (default: the bundled model).")):
+def info(model: str | None = typer.Argument(None, help="Bundle directory or bundled model name (default, teacher)."),
+         as_json: bool = typer.Option(False, "--json", help="Variants as JSON (size, GFLOPs, state, metrics).")):
     """Show a bundle's manifest: model, inputs, precision variants and evaluation metrics."""
     try:
-        from edgecc.bundle import Bundle
+        from edgecc.bundle import Bundle, bundled_models
 
         b = Bundle.open(model)
     except Exception as e:  # noqa: BLE001
         _fail(e)
     m = b.manifest
+    if as_json:
+        typer.echo(json.dumps({"bundle": str(b.root), "name": b.name, "arch": m.get("arch"),
+                               "bundled_models": {k: str(v) for k, v in bundled_models().items()},
+                               "variants": b.variants_info()}, indent=2))
+        return
     typer.echo(f"bundle      {b.root}")
     typer.echo(f"name        {m.get('name')}  ({m.get('arch')}, {m.get('params', 0) / 1e6:.2f}M params)")
     typer.echo(f"input       {m['input']['size']}x{m['input']['size']} {','.join(m['input']['bands'])} uint8")
@@ -222,6 +228,30 @@ def train(
         path = run(TrainOptions(captions=str(captions), out=str(out), data_root=str(data_root) if data_root else None,
                                 steps=steps, batch=batch, lr=lr, variants=variants, limit=limit, threads=threads,
                                 init=str(init) if init else None))
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    typer.echo(f"checkpoint {path}")
+
+
+@app.command()
+def distill(
+    teacher: Path = typer.Option(..., help="The teacher's model.pt."),
+    captions: Path = typer.Option(Path("../shared/data/levircc/LevirCCcaptions.json"), help="LevirCCcaptions.json."),
+    out: Path = typer.Option(Path("runs/student")),
+    decoder: str = typer.Option("mamba", help="transformer | mamba | sparse"),
+    trunk_blocks: int = typer.Option(8, help="Lite0 blocks kept (8, 10 or 11)."),
+    steps: int = typer.Option(2000),
+    batch: int = typer.Option(64),
+    lr: float = typer.Option(1e-3),
+    limit: int | None = typer.Option(None, help="Use only the first N pairs per split (smoke runs)."),
+):
+    """Distil the teacher into an edge student on LEVIR-CC-synth (factory: needs edgecc[train])."""
+    try:
+        from edgecc.train.distill import DistillOptions
+        from edgecc.train.distill import distill as run
+
+        path = run(DistillOptions(captions=str(captions), teacher=str(teacher), out=str(out), decoder=decoder,
+                                  trunk_blocks=trunk_blocks, steps=steps, batch=batch, lr=lr, limit=limit))
     except Exception as e:  # noqa: BLE001
         _fail(e)
     typer.echo(f"checkpoint {path}")

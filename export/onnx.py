@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from edgecc.train.model import IMAGENET_MEAN, IMAGENET_STD, ChangeCaptioner
+from edgecc.train.model import IMAGENET_MEAN, IMAGENET_STD
+from edgecc.train.student import ARCH as STUDENT_ARCH
 from edgecc.train.train import load_checkpoint
 from torch import nn
 
@@ -51,27 +52,53 @@ class ExportOptions:
 
 
 class _Encoder(nn.Module):
-    """uint8 pre, post [B,S,S,3] -> gate_prob [B], mask [B,G,G], cross_k, cross_v [L,B,h,N,dh]."""
+    """uint8 pre, post [B,S,S,3] -> gate_prob [B], mask [B,G,G], cross_k, cross_v [L,B,h,N,dh] (standard ops only)."""
 
-    def __init__(self, m: ChangeCaptioner):
+    def __init__(self, m):
         super().__init__()
         self.m = m
 
     def forward(self, pre, post):
-        memory, gate, mask = self.m.fuse(*self.m.trunk_pair(pre, post))
-        ck, cv = self.m.decoder.cross_kv(memory)
-        return torch.sigmoid(gate), torch.sigmoid(mask), ck, cv
+        gate, mask, mem = self.m.encode_pair(pre, post)
+        return torch.sigmoid(gate), torch.sigmoid(mask), mem["cross_k"], mem["cross_v"]
 
 
-class _Step(nn.Module):
-    """token [B], position [1], cross_k/v [L,B,h,N,dh], self_k/v [L,B,h,T,dh] -> logits [B,V], self_k/v [..,T+1,..]."""
+class _Trunk(nn.Module):
+    """Student, split form: uint8 img [B,S,S,3] -> tokens [B,N,dc] (one date; run on pre and post stacked)."""
 
-    def __init__(self, m: ChangeCaptioner):
+    def __init__(self, m):
         super().__init__()
         self.m = m
 
-    def forward(self, token, position, cross_k, cross_v, self_k, self_v):
-        return self.m.decoder.step(token, position, cross_k, cross_v, self_k, self_v)
+    def forward(self, img):
+        return self.m.trunk(img)
+
+
+class _Fusion(nn.Module):
+    """Student, split form: tokens ta, tb and their difference attention att [B,N,dc] (computed between the
+    sessions by the fused kernel) -> gate_prob, mask, cross_k, cross_v."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, ta, tb, att):
+        out = self.m.fuse(ta, tb, att)
+        mem = self.m.decoder.memory(out.memory)
+        return torch.sigmoid(out.gate), torch.sigmoid(out.mask), mem["cross_k"], mem["cross_v"]
+
+
+class _Step(nn.Module):
+    """token [B], position [1], cross_k/v [L,B,h,N,dh], *state [L,B,...] -> logits [B,V], *state_out."""
+
+    def __init__(self, m, state_names):
+        super().__init__()
+        self.m, self.names = m, tuple(state_names)
+
+    def forward(self, token, position, cross_k, cross_v, *state):
+        logits, new = self.m.step_dict(token, position, {"cross_k": cross_k, "cross_v": cross_v},
+                                       dict(zip(self.names, state)))
+        return (logits, *(new[n] for n in self.names))
 
 
 def check_pairs(n: int, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -98,10 +125,37 @@ def _git_revision() -> str:
         return "unknown"
 
 
+def _export(module, args, path, opts, inputs, outputs, axes):
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), args, path, opset_version=opts.opset, dynamo=False, input_names=inputs,
+                          output_names=outputs, dynamic_axes=axes)
+
+
+def count_gflops(model, size: int, tokens: int = 12) -> float:
+    """Forward GFLOPs per pair (multiply-add = 2 FLOPs): the encoder once plus `tokens` greedy decoder steps
+    (12 ~ the mean LEVIR-CC caption, 7.9 words + END, rounded up)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    pre = torch.zeros(1, size, size, 3, dtype=torch.uint8)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        _, _, mem = model.encode_pair(pre, pre)
+        state = model.initial_state(1)
+        for t in range(tokens):
+            _, state = model.step_dict(torch.tensor([4]), torch.tensor([t]), mem, state)
+    return round(fc.get_total_flops() / 1e9, 4)
+
+
 def export_bundle(checkpoint: str | Path, out: str | Path, opts: ExportOptions = ExportOptions()) -> dict:
-    """Write a validated bundle directory at `out` (replaced atomically); returns the manifest."""
+    """Write a validated bundle directory at `out` (replaced atomically); returns the manifest.
+
+    A teacher checkpoint gives encoder.onnx + decoder.onnx. A student gives, besides, the split form of its encoder
+    (trunk.onnx, then the difference attention run by the runtime's fused kernel, then fusion.onnx); encoder.onnx
+    stays the portable standard-op graph (CUDA, TensorRT).
+    """
     model, vocab, ck = load_checkpoint(checkpoint)
     cfg = model.cfg
+    student = ck["arch"] == STUDENT_ARCH
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -109,33 +163,50 @@ def export_bundle(checkpoint: str | Path, out: str | Path, opts: ExportOptions =
     try:
         S, L, h, dh = cfg.image_size, cfg.dec_layers, cfg.dec_heads, cfg.d_model // cfg.dec_heads
         pre = torch.zeros(2, S, S, 3, dtype=torch.uint8)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _Encoder(model).eval(), (pre, pre), tmp / "encoder.onnx", opset_version=opts.opset, dynamo=False,
-                input_names=["pre", "post"], output_names=["gate_prob", "mask", "cross_k", "cross_v"],
-                dynamic_axes={"pre": {0: "B"}, "post": {0: "B"}, "gate_prob": {0: "B"}, "mask": {0: "B"},
-                              "cross_k": {1: "B"}, "cross_v": {1: "B"}},
-            )
-            n_mem = (cfg.grid // cfg.memory_pool) ** 2
-            mem = torch.zeros(L, 2, h, n_mem, dh)
-            cache = torch.zeros(L, 2, h, 3, dh)
-            torch.onnx.export(
-                _Step(model).eval(), (torch.zeros(2, dtype=torch.long), torch.tensor([3]), mem, mem, cache, cache),
-                tmp / "decoder.onnx", opset_version=opts.opset, dynamo=False,
-                input_names=["token", "position", "cross_k", "cross_v", "self_k", "self_v"],
-                output_names=["logits", "self_k_out", "self_v_out"],
-                dynamic_axes={"token": {0: "B"}, "cross_k": {1: "B"}, "cross_v": {1: "B"},
-                              "self_k": {1: "B", 3: "T"}, "self_v": {1: "B", 3: "T"}, "logits": {0: "B"},
-                              "self_k_out": {1: "B", 3: "T1"}, "self_v_out": {1: "B", 3: "T1"}},
-            )
+        mem_axes = {"cross_k": {1: "B"}, "cross_v": {1: "B"}}
+        heads = ["gate_prob", "mask", "cross_k", "cross_v"]
+        head_axes = {"gate_prob": {0: "B"}, "mask": {0: "B"}, **mem_axes}
+        _export(_Encoder(model), (pre, pre), tmp / "encoder.onnx", opts, ["pre", "post"], heads,
+                {"pre": {0: "B"}, "post": {0: "B"}, **head_axes})
+        files = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+        if student:
+            n_tok = cfg.grid**2
+            tok = torch.randn(2, n_tok, cfg.dc)
+            _export(_Trunk(model), (pre,), tmp / "trunk.onnx", opts, ["img"], ["tokens"],
+                    {"img": {0: "B"}, "tokens": {0: "B"}})
+            _export(_Fusion(model), (tok, tok, tok), tmp / "fusion.onnx", opts, ["ta", "tb", "att"], heads,
+                    {"ta": {0: "B"}, "tb": {0: "B"}, "att": {0: "B"}, **head_axes})
+            files.update(trunk="trunk.onnx", fusion="fusion.onnx")
+        with torch.no_grad():
+            _, _, mem = model.encode_pair(pre, pre)
+            state = model.initial_state(2)
+            _, state = model.step_dict(torch.zeros(2, dtype=torch.long), torch.tensor([0]), mem, state)
+        names = list(state)
+        axes = model.state_axes()
+        _export(_Step(model, names), (torch.zeros(2, dtype=torch.long), torch.tensor([1]), mem["cross_k"],
+                                      mem["cross_v"], *state.values()), tmp / "decoder.onnx", opts,
+                ["token", "position", "cross_k", "cross_v", *names], ["logits", *(f"{n}_out" for n in names)],
+                {"token": {0: "B"}, "logits": {0: "B"}, **mem_axes, **axes,
+                 **{f"{n}_out": {k: v + "1" if v == "T" else v for k, v in axes[n].items()} for n in names}})
         vocab.save(tmp / "vocab.json")
         train_meta = ck.get("train", {})
+        params = sum(p.numel() for p in model.parameters())
+        gflops = count_gflops(model, S)
+        state_shapes = {k: [s if s != "B" else "B" for s in (model.decoder.state_shapes()[k] if student else
+                                                             [L, "B", h, 0, dh])] for k in names}
+        if student:
+            from edgecc.train.student import state_bytes_per_sequence
+
+            sbytes = state_bytes_per_sequence(cfg, model.decoder)
+        else:
+            sbytes = {"state": 4 * 2 * L * h * dh * (cfg.max_len - 1),
+                      "memory": 4 * 2 * L * h * dh * (cfg.grid // cfg.memory_pool) ** 2, "at_tokens": cfg.max_len - 1}
+            sbytes["total"] = sbytes["state"] + sbytes["memory"]
         manifest = write_manifest(tmp, {
             "name": opts.name or out.name,
             "arch": ck["arch"],
-            "files": ["encoder.onnx", "decoder.onnx", "vocab.json"],
-            "variants": {"fp32": {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "method": "none"}},
+            "files": [*files.values(), "vocab.json"],
+            "variants": {"fp32": {**files, "method": "none"}},
             "precision": "fp32",
             "opset": opts.opset,
             "vocab_sha256": vocab.sha256(),
@@ -143,15 +214,22 @@ def export_bundle(checkpoint: str | Path, out: str | Path, opts: ExportOptions =
             "input": {"size": S, "bands": ["red", "green", "blue"], "dtype": "uint8", "layout": "NHWC",
                       "normalization": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "in_graph": True}},
             "mask_grid": cfg.grid,
-            "decoder": {"kind": "transformer-kv", "layers": L, "heads": h, "head_dim": dh,
-                        "max_len": cfg.max_len - 1, "memory": ["cross_k", "cross_v"]},
+            "decoder": {"kind": cfg.decoder if student else "transformer", "layers": L, "heads": h, "head_dim": dh,
+                        "max_len": cfg.max_len - 1, "memory": ["cross_k", "cross_v"], "state": state_shapes,
+                        "state_bytes_per_sequence": sbytes},
+            **({"fusion": {"op": "diff_attention", "heads": cfg.attn_heads, "topk": cfg.attn_topk,
+                           "tokens": cfg.grid**2, "dim": cfg.dc,
+                           "split": ["trunk", "diff_attention", "fusion"]}} if student else {}),
             "gate": {"threshold": opts.gate_threshold},
             "decoding": {"beam_size": opts.beam_size, "length_penalty": opts.length_penalty},
             "no_change_caption": NO_CHANGE_CAPTION,
             "model": cfg.to_dict(),
-            "params": sum(p.numel() for p in model.parameters()),
+            "params": params,
+            "gflops_per_pair": gflops,
             "training": {"dataset": train_meta.get("dataset"), "steps": train_meta.get("steps"),
-                         "seconds": train_meta.get("seconds"), "init": "EfficientNet-Lite0 ImageNet (frozen trunk)"},
+                         "seconds": train_meta.get("seconds"),
+                         "init": "EfficientNet-Lite0 ImageNet (frozen trunk)",
+                         **({"teacher_sha256": train_meta.get("teacher_sha256")} if student else {})},
             "source_revision": _git_revision(),
             "metrics": {},
         })
@@ -167,30 +245,38 @@ def export_bundle(checkpoint: str | Path, out: str | Path, opts: ExportOptions =
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def validate_bundle(model: ChangeCaptioner, root: Path, opts: ExportOptions) -> dict:
-    """ONNX checker + output parity + identical greedy tokens; raises ValueError on any failure."""
+def validate_bundle(model, root: Path, opts: ExportOptions) -> dict:
+    """ONNX checker + output parity (both encoder forms for a student) + identical greedy tokens; raises ValueError
+    on any failure."""
     import onnx
 
     from edgecc.decoding import DecodingOptions, decode
     from edgecc.engines.ort import OrtEngine
 
-    for name in ("encoder.onnx", "decoder.onnx"):
-        onnx.checker.check_model(str(root / name), full_check=True)
     bundle = Bundle.open(root)
-    engine = OrtEngine(bundle)
+    for name in bundle.variant("fp32").values():
+        if name.endswith(".onnx"):
+            onnx.checker.check_model(str(root / name), full_check=True)
     pre, post = check_pairs(opts.check_pairs, model.cfg.image_size)
     with torch.no_grad():
         ref = _Encoder(model).eval()(torch.from_numpy(pre), torch.from_numpy(post))
-    enc = engine.encode(pre, post)
-    got = (enc.gate_prob, enc.mask, enc.memory["cross_k"], enc.memory["cross_v"])
-    diffs = {n: float(np.abs(r.numpy() - g).max()) for n, r, g in zip(("gate", "mask", "cross_k", "cross_v"), ref, got)}
-    # decoder parity: one step from an empty cache and from a 1-token cache
+    diffs = {}
+    names = ("gate", "mask", "cross_k", "cross_v")
+    forms = ("standard", "split") if "fusion" in bundle.manifest else ("standard",)
+    for form in forms:
+        engine = OrtEngine(bundle, fusion=form)
+        enc = engine.encode(pre, post)
+        got = (enc.gate_prob, enc.mask, enc.memory["cross_k"], enc.memory["cross_v"])
+        for n, r, g in zip(names, ref, got):
+            diffs[f"{n}/{form}" if form == "split" else n] = float(np.abs(r.numpy() - g).max())
+    engine = OrtEngine(bundle)
+    # decoder parity: two steps from the initial state
     with torch.no_grad():
-        ck, cv = ref[2], ref[3]
-        sk = sv = model.empty_cache(len(pre))
+        mem = {"cross_k": ref[2], "cross_v": ref[3]}
         tok = torch.full((len(pre),), 1, dtype=torch.long)
-        lg, sk2, sv2 = model.decoder.step(tok, torch.tensor([0]), ck, cv, sk, sv)
-        lg2, _, _ = model.decoder.step(lg.argmax(-1), torch.tensor([1]), ck, cv, sk2, sv2)
+        lg, st = model.step_dict(tok, torch.tensor([0]), mem, model.initial_state(len(pre)))
+        lg2, _ = model.step_dict(lg.argmax(-1), torch.tensor([1]), mem, st)
+    enc = engine.encode(pre, post)
     state = engine.initial_state(enc)
     l1, state = engine.step(tok.numpy(), 0, state)
     l2, _ = engine.step(lg.argmax(-1).numpy(), 1, state)
@@ -205,4 +291,5 @@ def validate_bundle(model: ChangeCaptioner, root: Path, opts: ExportOptions) -> 
         r = tuple(r[: r.index(END)]) if END in r else tuple(r)
         if c.tokens != r:
             raise ValueError(f"{root}: greedy tokens differ on check pair {i}: onnx {c.tokens} vs torch {r}")
-    return {"max_abs_diff": diffs, "greedy_tokens_identical": len(caps), "checker": "onnx.checker full_check"}
+    return {"max_abs_diff": diffs, "greedy_tokens_identical": len(caps), "checker": "onnx.checker full_check",
+            "encoder_forms": list(forms)}

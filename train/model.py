@@ -294,6 +294,23 @@ class ChangeCaptioner(nn.Module):
         c = self.cfg
         return torch.zeros(c.dec_layers, batch, c.dec_heads, 0, c.d_model // c.dec_heads)
 
+    # the seam shared with the student (export, the torch engine): named memory and state dicts
+    def encode_pair(self, pre, post):  # -> gate logit [B], mask logit [B,G,G], {"cross_k", "cross_v"}
+        memory, gate, mask = self.fuse(*self.trunk_pair(pre, post))
+        ck, cv = self.decoder.cross_kv(memory)
+        return gate, mask, {"cross_k": ck, "cross_v": cv}
+
+    def initial_state(self, batch: int) -> dict:
+        return {"self_k": self.empty_cache(batch), "self_v": self.empty_cache(batch)}
+
+    def state_axes(self) -> dict:  # state name -> {axis: name} of its dynamic axes
+        return {"self_k": {1: "B", 3: "T"}, "self_v": {1: "B", 3: "T"}}
+
+    def step_dict(self, token, position, mem: dict, state: dict):
+        logits, sk, sv = self.decoder.step(token, position, mem["cross_k"], mem["cross_v"], state["self_k"],
+                                           state["self_v"])
+        return logits, {"self_k": sk, "self_v": sv}
+
     @torch.no_grad()
     def greedy(self, pre, post, max_len: int | None = None):
         """Reference greedy decoding (no gate): returns token ids [B,T] after <start>."""

@@ -255,6 +255,10 @@ def load_checkpoint(path: str | Path) -> tuple[ChangeCaptioner, Vocab, dict]:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e.__class__.__name__})") from None
+    if isinstance(ck, dict) and ck.get("arch") == "edgecc-student-v1":
+        from .distill import load_student
+
+        return load_student(path)
     if not isinstance(ck, dict) or ck.get("arch") != ARCH:
         got = ck.get("arch") if isinstance(ck, dict) else type(ck).__name__
         raise CheckpointError(f"{path}: checkpoint architecture {got!r} is not {ARCH!r}")

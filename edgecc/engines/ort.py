@@ -40,7 +40,7 @@ def trt_cache_dir(bundle, onnx_name: str, precision: str) -> Path:
 
 class OrtEngine:
     def __init__(self, bundle, precision: str = "fp32", device: str = "cpu", encoder_threads: int | None = None,
-                 decoder_threads: int = 1):
+                 decoder_threads: int = 1, fusion: str | None = None):
         import onnxruntime as ort
 
         self.name = f"ort-{device}"
@@ -49,6 +49,15 @@ class OrtEngine:
         dec_cfg = bundle.manifest["decoder"]
         self.layers, self.heads, self.head_dim = dec_cfg["layers"], dec_cfg["heads"], dec_cfg["head_dim"]
         self.memory_names = tuple(dec_cfg["memory"])
+        # per-sequence decoder state, [L,"B",...] with 0 on an axis that grows a token a step (a KV cache)
+        self.state_shapes = dec_cfg.get("state") or {n: [self.layers, "B", self.heads, 0, self.head_dim]
+                                                     for n in ("self_k", "self_v")}
+        # the encoder's form: "split" (trunk session, fused difference-attention kernel, fusion session) where the
+        # bundle has it and on CPU; "standard" (one standard-op graph) elsewhere
+        split_ok = "trunk" in files and "fusion" in files
+        self.fusion = fusion or ("split" if split_ok and device == "cpu" else "standard")
+        if self.fusion == "split" and not split_ok:
+            raise ValueError(f"{bundle.root}: this bundle has no split encoder (trunk + fusion graphs)")
 
         def session(name: str, threads: int):
             so = ort.SessionOptions()
@@ -67,23 +76,40 @@ class OrtEngine:
                 })
             return ort.InferenceSession(str(bundle.path(name)), so, providers=providers)
 
-        self.encoder = session(files["encoder"], encoder_threads or os.cpu_count() or 1)
+        threads = encoder_threads or os.cpu_count() or 1
+        if self.fusion == "split":
+            self.trunk = session(files["trunk"], threads)
+            self.fuse = session(files["fusion"], threads)
+            self.fusion_op = bundle.manifest["fusion"]
+        else:
+            self.encoder = session(files["encoder"], threads)
         self.decoder = session(files["decoder"], decoder_threads)
+        self.decoder_inputs = {i.name for i in self.decoder.get_inputs()}  # a Mamba decoder takes no position
 
     def encode(self, pre: np.ndarray, post: np.ndarray) -> Encoded:
         """pre, post uint8 [B,S,S,3] RGB -> Encoded."""
-        gate, mask, *mem = self.encoder.run(None, {"pre": pre, "post": post})
+        if self.fusion == "split":
+            from edgecc.fusion import diff_attention
+
+            t = self.trunk.run(None, {"img": np.concatenate([pre, post])})[0]  # [2B,N,dc]
+            ta, tb = t[: len(pre)], t[len(pre):]
+            att = diff_attention(ta, tb, self.fusion_op["heads"], self.fusion_op["topk"])  # fused kernel (or ref)
+            gate, mask, *mem = self.fuse.run(None, {"ta": ta, "tb": tb, "att": att})
+        else:
+            gate, mask, *mem = self.encoder.run(None, {"pre": pre, "post": post})
         return Encoded(gate_prob=gate, mask=mask, memory=dict(zip(self.memory_names, mem)))
 
     def initial_state(self, enc: Encoded) -> dict[str, np.ndarray]:
         b = len(enc.gate_prob)
-        empty = np.zeros((self.layers, b, self.heads, 0, self.head_dim), np.float32)  # [L,B,h,T=0,dh]
-        return {**enc.memory, "self_k": empty, "self_v": empty}
+        zeros = {n: np.zeros([b if d == "B" else d for d in shape], np.float32) for n, shape in
+                 self.state_shapes.items()}
+        return {**enc.memory, **zeros}
 
     def step(self, tokens: np.ndarray, position: int, state: dict) -> tuple[np.ndarray, dict]:
         feeds = {**state, "token": tokens.astype(np.int64), "position": np.array([position], np.int64)}
-        logits, sk, sv = self.decoder.run(None, feeds)
-        return logits, {**state, "self_k": sk, "self_v": sv}
+        feeds = {k: v for k, v in feeds.items() if k in self.decoder_inputs}
+        logits, *new = self.decoder.run(None, feeds)
+        return logits, {**state, **dict(zip(self.state_shapes, new))}
 
     def select(self, state: dict, index: np.ndarray) -> dict:
         """Reorder/subset the batch axis (axis 1 of every [L,B,...] state tensor): beams, finished rows."""

@@ -41,24 +41,23 @@ class TorchEngine:
         t = self.torch
         with t.inference_mode():
             a, b = (t.from_numpy(x).to(self.device) for x in (pre, post))
-            memory, gate, mask = self.model.fuse(*self.model.trunk_pair(a, b))
-            ck, cv = self.model.decoder.cross_kv(memory)
+            gate, mask, mem = self.model.encode_pair(a, b)
         return Encoded(gate_prob=t.sigmoid(gate).float().cpu().numpy(), mask=t.sigmoid(mask).float().cpu().numpy(),
-                       memory={"cross_k": ck, "cross_v": cv})
+                       memory=mem)
 
     def initial_state(self, enc: Encoded) -> dict:
         ck = enc.memory["cross_k"]
-        empty = ck.new_zeros(*ck.shape[:3], 0, ck.shape[-1])  # [L,B,h,0,dh]
-        return {**enc.memory, "self_k": empty, "self_v": empty}
+        state = self.model.initial_state(ck.shape[1])
+        return {**enc.memory, **{k: v.to(ck.device, ck.dtype) for k, v in state.items()}}
 
     def step(self, tokens: np.ndarray, position: int, state: dict):
         t = self.torch
         with t.inference_mode():
             tok = t.from_numpy(np.asarray(tokens, np.int64)).to(self.device)
             pos = t.tensor([position], device=self.device)
-            logits, sk, sv = self.model.decoder.step(tok, pos, state["cross_k"], state["cross_v"], state["self_k"],
-                                                     state["self_v"])
-        return logits.float().cpu().numpy(), {**state, "self_k": sk, "self_v": sv}
+            mem = {k: state[k] for k in ("cross_k", "cross_v")}
+            logits, new = self.model.step_dict(tok, pos, mem, {k: v for k, v in state.items() if k not in mem})
+        return logits.float().cpu().numpy(), {**state, **new}
 
     def select(self, state: dict, index: np.ndarray) -> dict:
         idx = self.torch.from_numpy(np.asarray(index, np.int64)).to(self.device)
