@@ -17,15 +17,19 @@
 #include <omp.h>
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(EDGECC_SCALAR_ONLY) /* -DEDGECC_SCALAR_ONLY: plain C99 */
 #define DA_HAS_VEC 1
 #else
 #define DA_HAS_VEC 0
 #endif
 #if DA_HAS_VEC && defined(__x86_64__)
 #define DA_X86 1
+#include <immintrin.h> /* max instructions; each used only inside a function compiled for its instruction set */
 #else
 #define DA_X86 0
+#endif
+#if DA_HAS_VEC && defined(__ARM_NEON)
+#include <arm_neon.h>
 #endif
 
 #ifndef DA_BQ
@@ -50,6 +54,7 @@ typedef struct {
 #define DA_W 1
 #define DA_VEC 0
 #define DA_RK 4
+#define DA_RC 4
 #define DA_NV 4
 #define DA_SUFFIX scalar
 #define DA_ATTR
@@ -59,6 +64,7 @@ typedef struct {
 #define DA_W 4
 #define DA_VEC 1
 #define DA_RK 2
+#define DA_RC 2
 #define DA_NV 4
 #define DA_SUFFIX vec128
 #define DA_ATTR
@@ -68,8 +74,9 @@ typedef struct {
 #if DA_X86
 #define DA_W 8
 #define DA_VEC 1
-#define DA_RK 2
-#define DA_NV 4
+#define DA_RK 4
+#define DA_RC 4
+#define DA_NV 2
 #define DA_SUFFIX avx2
 #define DA_ATTR __attribute__((target("avx2,fma")))
 #include "diff_attention_body.h"
@@ -77,6 +84,7 @@ typedef struct {
 #define DA_W 16
 #define DA_VEC 1
 #define DA_RK 4
+#define DA_RC 4
 #define DA_NV 4
 #define DA_SUFFIX avx512
 #define DA_ATTR __attribute__((target("avx512f,avx2,fma")))
@@ -198,9 +206,9 @@ int edgecc_diff_attention_threads(int nthreads, int64_t batch, int64_t tokens, i
     return nt < 1 ? 1 : nt;
 }
 
-/* Per thread: QT [d][BQ], OT [d][BQ], ST [BK][BQ], m, l, alpha [BQ]. */
+/* Per thread: QT [d][BQ], OT [d][BQ], ST [BK][BQ], m, l, alpha, block max [BQ]. */
 static size_t da_thread_bytes(int64_t d) {
-    size_t floats = 2 * DA_BQ * (size_t)d + DA_BQ * DA_BK + 3 * DA_BQ;
+    size_t floats = 2 * DA_BQ * (size_t)d + DA_BQ * DA_BK + 4 * DA_BQ;
     return floats * sizeof(float) + DA_ALIGN;
 }
 
@@ -292,6 +300,7 @@ edgecc_status edgecc_diff_attention_f32_simd(const float *a, const float *b, flo
     da_problem p = {a, b, out, batch, tokens, channels, heads, channels / heads, tokens, NULL};
     const int64_t ntasks = da_ntasks(batch, tokens, heads);
     const int nt = edgecc_diff_attention_threads(nthreads, batch, tokens, channels, heads, topk);
+    (void)nt; /* unused without OpenMP */
     const size_t thread_bytes = da_thread_bytes(p.d);
     void *rank = NULL;
     int failed = 0;

@@ -13,7 +13,7 @@
  *
  * One pass per block of 64 queries forms the difference, computes a 64 x 64 score tile against a block of keys
  * (read in place from a and b), keeps a streaming (online) softmax and accumulates the weighted sum: the N x 2N
- * score matrix never exists. Memory: a fixed per-thread workspace of (128 d + 4288) floats (independent of N) plus,
+ * score matrix never exists. Memory: a fixed per-thread workspace of (128 d + 4352) floats (independent of N) plus,
  * for top-k, 16 bytes per token for the ranking.
  *
  * Usage:

@@ -3,7 +3,8 @@
  * The includer defines, then this file undefines:
  *   DA_W       floats per vector (1, 4, 8, 16)
  *   DA_VEC     1: GCC/Clang vector extensions of DA_W floats; 0: scalar (DA_W == 1)
- *   DA_RK      keys (in QK) and channels (in PV) per register tile
+ *   DA_RK      keys per register tile (QK)
+ *   DA_RC      channels per register tile (PV)
  *   DA_NV      vectors of queries per register tile (DA_NV * DA_W divides DA_BQ)
  *   DA_SUFFIX  name suffix of this path's functions
  *   DA_ATTR    function attribute selecting the instruction set (may be empty)
@@ -14,10 +15,10 @@
  *   QT  [d][BQ]   (b - a) / sqrt(d), formed once per task
  *   per block of DA_BK keys (rows of a and b read in place, never copied):
  *     ST  [BK][BQ] = K QT                                   scores, transposed
- *     m_new = max(m, max_j ST[j]); alpha = exp(m - m_new); PT = exp(ST - m_new); l = l alpha + sum_j PT[j]
+ *     m_new = max(m, max_j ST[j]) (the block max comes out of the QK tile); alpha = exp(m - m_new); PT = exp(ST - m_new); l = l alpha + sum_j PT[j]
  *     OT  [d][BQ]  = OT alpha + K^T PT                      weighted sum, transposed
  *   out = OT^T / l
- * Registers hold DA_RK keys (or channels) x DA_NV query vectors of a tile.
+ * Registers hold DA_RK keys (QK) or DA_RC channels (PV) x DA_NV query vectors of a tile.
  */
 
 #define DA_CAT2(x, y) x##_##y
@@ -41,8 +42,18 @@ static inline DA_ATTR vf DA_FN(vset1)(float x) {
     return -z + x; /* -0.0 + x == x for every x, so this folds to one broadcast; {0} + x would cost an add */
 }
 static inline DA_ATTR vf DA_FN(vmax)(vf x, vf y) {
+#if DA_X86 && DA_W == 16
+    return (vf)_mm512_max_ps((__m512)x, (__m512)y); /* one instruction instead of compare + blend */
+#elif DA_X86 && DA_W == 8
+    return (vf)_mm256_max_ps((__m256)x, (__m256)y);
+#elif DA_X86 && DA_W == 4
+    return (vf)_mm_max_ps((__m128)x, (__m128)y);
+#elif defined(__ARM_NEON) && DA_W == 4
+    return (vf)vmaxq_f32((float32x4_t)x, (float32x4_t)y);
+#else
     vi m = x > y;
     return (vf)(((vi)x & m) | ((vi)y & ~m));
+#endif
 }
 static inline DA_ATTR float DA_FN(hsum)(vf v) {
     float s = 0.0f;
@@ -97,9 +108,13 @@ static void DA_FN(key_rows)(const da_problem *p, int64_t bi, int64_t h, int64_t 
 }
 
 /* ST[j][q] = sum_c key_j[c] QT[c][q] for j < nk, q < nqr (a multiple of DA_NV * DA_W): scores of the block,
- * transposed so that vectors run over queries (no horizontal sums, no transposed copy of the keys). */
-static DA_ATTR void DA_FN(qk_tile)(const float *QT, const float *const *kp, float *ST, int nk, int d, int nqr) {
+ * transposed so that vectors run over queries (no horizontal sums, no transposed copy of the keys); bm[q] = the
+ * block's max score per query, kept in registers beside the tile (a separate pass would be one long dependency). */
+static DA_ATTR void DA_FN(qk_tile)(const float *QT, const float *const *kp, float *ST, float *bm, int nk, int d,
+                                    int nqr) {
     for (int q0 = 0; q0 < nqr; q0 += DA_NV * DA_W) {
+        vf mx[DA_NV];
+        for (int v = 0; v < DA_NV; ++v) mx[v] = DA_FN(vset1)(-INFINITY);
         int j0 = 0;
         for (; j0 + DA_RK <= nk; j0 += DA_RK) {
             vf acc[DA_RK][DA_NV];
@@ -114,7 +129,10 @@ static DA_ATTR void DA_FN(qk_tile)(const float *QT, const float *const *kp, floa
                 }
             }
             for (int r = 0; r < DA_RK; ++r)
-                for (int v = 0; v < DA_NV; ++v) DA_FN(vst)(ST + (size_t)(j0 + r) * DA_BQ + q0 + v * DA_W, acc[r][v]);
+                for (int v = 0; v < DA_NV; ++v) {
+                    DA_FN(vst)(ST + (size_t)(j0 + r) * DA_BQ + q0 + v * DA_W, acc[r][v]);
+                    mx[v] = DA_FN(vmax)(mx[v], acc[r][v]);
+                }
         }
         for (; j0 < nk; ++j0) { /* tail keys, one at a time */
             vf acc[DA_NV];
@@ -123,17 +141,20 @@ static DA_ATTR void DA_FN(qk_tile)(const float *QT, const float *const *kp, floa
                 vf k = DA_FN(vset1)(kp[j0][c]);
                 for (int v = 0; v < DA_NV; ++v) acc[v] += k * DA_FN(vld)(QT + (size_t)c * DA_BQ + q0 + v * DA_W);
             }
-            for (int v = 0; v < DA_NV; ++v) DA_FN(vst)(ST + (size_t)j0 * DA_BQ + q0 + v * DA_W, acc[v]);
+            for (int v = 0; v < DA_NV; ++v) {
+                DA_FN(vst)(ST + (size_t)j0 * DA_BQ + q0 + v * DA_W, acc[v]);
+                mx[v] = DA_FN(vmax)(mx[v], acc[v]);
+            }
         }
+        for (int v = 0; v < DA_NV; ++v) DA_FN(vst)(bm + q0 + v * DA_W, mx[v]);
     }
 }
 
 /* Online softmax over one key block, vectorised over queries: ST becomes PT; m, l, alpha per query. */
-static DA_ATTR void DA_FN(softmax_tile)(float *ST, float *m, float *l, float *alpha, int nk, int nqr) {
+static DA_ATTR void DA_FN(softmax_tile)(float *ST, const float *bm, float *m, float *l, float *alpha, int nk,
+                                         int nqr) {
     for (int q = 0; q < nqr; q += DA_W) {
-        vf mx = DA_FN(vld)(ST + q);
-        for (int j = 1; j < nk; ++j) mx = DA_FN(vmax)(mx, DA_FN(vld)(ST + (size_t)j * DA_BQ + q));
-        vf m_old = DA_FN(vld)(m + q), m_new = DA_FN(vmax)(m_old, mx);
+        vf m_old = DA_FN(vld)(m + q), m_new = DA_FN(vmax)(m_old, DA_FN(vld)(bm + q));
         vf al = DA_FN(vexp)(m_old - m_new); /* 0 on the first block (m_old = -inf) */
         vf sum = DA_FN(vset1)(0.0f);
         for (int j = 0; j < nk; ++j) {
@@ -155,21 +176,21 @@ static DA_ATTR void DA_FN(pv_tile)(const float *PT, const float *const *kp, floa
         vf al[DA_NV];
         for (int v = 0; v < DA_NV; ++v) al[v] = DA_FN(vld)(alpha + q0 + v * DA_W);
         int c0 = 0;
-        for (; c0 + DA_RK <= d; c0 += DA_RK) {
-            vf acc[DA_RK][DA_NV];
-            for (int r = 0; r < DA_RK; ++r)
+        for (; c0 + DA_RC <= d; c0 += DA_RC) {
+            vf acc[DA_RC][DA_NV];
+            for (int r = 0; r < DA_RC; ++r)
                 for (int v = 0; v < DA_NV; ++v)
                     acc[r][v] = DA_FN(vld)(OT + (size_t)(c0 + r) * DA_BQ + q0 + v * DA_W) * al[v];
             for (int j = 0; j < nk; ++j) {
                 const float *k = kp[j] + c0;
                 vf pv[DA_NV];
                 for (int v = 0; v < DA_NV; ++v) pv[v] = DA_FN(vld)(PT + (size_t)j * DA_BQ + q0 + v * DA_W);
-                for (int r = 0; r < DA_RK; ++r) {
+                for (int r = 0; r < DA_RC; ++r) {
                     vf kv = DA_FN(vset1)(k[r]);
                     for (int v = 0; v < DA_NV; ++v) acc[r][v] += kv * pv[v];
                 }
             }
-            for (int r = 0; r < DA_RK; ++r)
+            for (int r = 0; r < DA_RC; ++r)
                 for (int v = 0; v < DA_NV; ++v) DA_FN(vst)(OT + (size_t)(c0 + r) * DA_BQ + q0 + v * DA_W, acc[r][v]);
         }
         for (; c0 < d; ++c0) { /* tail channels, one at a time */
@@ -196,7 +217,7 @@ static DA_ATTR void DA_FN(task)(const da_problem *p, int64_t task, float *ws) {
     const int64_t C = p->channels;
     const float scale = (float)(1.0 / sqrt((double)d));
     float *QT = ws, *OT = QT + (size_t)d * DA_BQ, *ST = OT + (size_t)d * DA_BQ, *m = ST + DA_BK * DA_BQ;
-    float *l = m + DA_BQ, *alpha = l + DA_BQ;
+    float *l = m + DA_BQ, *alpha = l + DA_BQ, *bm = alpha + DA_BQ;
     const float *kp[DA_BK];
 
     /* QT[c][i] = (b - a)[query q0 + i][h*d + c] * scale; queries nq..nqr-1 are zero (computed, never written). */
@@ -217,8 +238,8 @@ static DA_ATTR void DA_FN(task)(const da_problem *p, int64_t task, float *ws) {
     for (int64_t k0 = 0; k0 < nkeys; k0 += DA_BK) {
         const int nk = (int)(nkeys - k0 < DA_BK ? nkeys - k0 : DA_BK);
         DA_FN(key_rows)(p, bi, h, k0, nk, kp);
-        DA_FN(qk_tile)(QT, kp, ST, nk, d, nqr);
-        DA_FN(softmax_tile)(ST, m, l, alpha, nk, nqr);
+        DA_FN(qk_tile)(QT, kp, ST, bm, nk, d, nqr);
+        DA_FN(softmax_tile)(ST, bm, m, l, alpha, nk, nqr);
         DA_FN(pv_tile)(ST, kp, OT, alpha, nk, d, nqr);
     }
 
@@ -237,6 +258,7 @@ static DA_ATTR void DA_FN(task)(const da_problem *p, int64_t task, float *ws) {
 #undef DA_W
 #undef DA_VEC
 #undef DA_RK
+#undef DA_RC
 #undef DA_NV
 #undef DA_SUFFIX
 #undef DA_ATTR
