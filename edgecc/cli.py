@@ -175,6 +175,11 @@ def doctor():
                f"{' '.join(f for f in ('avx2', 'avx512f', 'fma', 'avx512_vnni', 'neon') if f in flags) or '-'}")
     for name, reason in backend_status().items():
         typer.echo(f"backend       {name:13s} {'ok' if reason is None else 'unavailable: ' + reason}")
+    from edgecc.fusion import native_status
+
+    fused = native_status()
+    typer.echo(f"fused kernel  {'built' if fused['built'] else 'not built'}, "
+               f"{'in use' if fused['in_use'] else 'not in use'}: {fused['reason']}")
     try:
         from edgecc.bundle import Bundle
 
