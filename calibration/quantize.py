@@ -349,13 +349,14 @@ def quantize_bundle(bundle_dir: str | Path, options: QuantizeOptions = QuantizeO
     if calibration is None:
         cal_set = CalibrationSet.load(options.calibration_set)
         data = load_pairs(cal_set, size, data_root)
-        pre, post = data.pre, data.post
+        pre, post, cal_names = data.pre, data.post, data.names
         cal_meta = {"set": cal_set.label, "sha256": cal_set.sha256, "data_sha256": data.sha256,
                     "n_pairs": len(pre), "n_synth": data.n_synth, "n_real": data.n_real}
     else:
         import hashlib
 
         pre, post = (np.ascontiguousarray(x, np.uint8) for x in calibration)
+        cal_names = ()
         check_arrays(pre, post)
         h = hashlib.sha256(pre.tobytes())
         h.update(post.tobytes())
@@ -370,6 +371,8 @@ def quantize_bundle(bundle_dir: str | Path, options: QuantizeOptions = QuantizeO
     if options.control_pairs > 0:
         control = control_subset(data_root, options.control_pairs, size)
         fp32_metrics = control_metrics(bundle, "fp32", control, options.batch)
+        # control pairs that are also calibration pairs (the default set has none: it skips the first 400 changed)
+        overlap = len(set(control.refs) & {n.split(":")[1] for n in cal_names if n.startswith("synth:")})
         say(f"fp32 on the control subset ({len(control.pre)} LEVIR-CC-synth val changed pairs): "
             f"CIDEr-D {fp32_metrics['CIDEr-D']:.4f}")
 
@@ -396,7 +399,7 @@ def quantize_bundle(bundle_dir: str | Path, options: QuantizeOptions = QuantizeO
             drop = round(fp32_metrics["CIDEr-D"] - m["CIDEr-D"], 4)
             return {"dataset": "levircc-synth", "control": CONTROL, "n": len(control.pre),
                     "beam_size": bundle.manifest.get("decoding", {}).get("beam_size"), **m,
-                    "fp32_CIDEr-D": fp32_metrics["CIDEr-D"], "drop": drop}
+                    "fp32_CIDEr-D": fp32_metrics["CIDEr-D"], "drop": drop, "calibration_overlap": overlap}
 
         if "int8" in options.precisions:
             new_variants["int8"] = quantize_int8(roles, prepared, feeds, options, tmp, metrics, say)
