@@ -7,10 +7,12 @@ Rows: impl fused (edgecc._native) | reference (NumPy), device cpu, fp32, one bat
 its own process (EDGECC_THREADS and OPENBLAS_NUM_THREADS fixed before NumPy loads, so both sides get the same
 cores). With a GPU and torch, cuda rows (fp32, fp16) time the CUDA kernel against the torch reference.
 
-ms_p50: median wall time of repeated calls (at least 3, about 1 s per row). peak_bytes: the extra heap bytes one call
-allocates: tracemalloc's peak during the call (NumPy reports its allocations to tracemalloc: the output, and for the
-reference its score matrix and temporaries) plus, for fused, the kernel's own malloc'd workspace, which it reports
-exactly (edgecc._native.workspace_bytes; tracemalloc cannot see C mallocs). BLAS-internal buffers are not counted.
+ms_p50 / ms_min: median / fastest wall time of repeated calls (at least 3, about 1 s per size), fused and reference
+calls interleaved so that load from other processes falls on both alike (table: speedup of p50, and of min).
+peak_bytes: the extra heap bytes one call allocates: tracemalloc's peak during the call (NumPy reports its
+allocations to tracemalloc: the output, and for the reference its score matrix and temporaries) plus, for fused, the
+kernel's own malloc'd workspace, which it reports exactly (edgecc._native.workspace_bytes; tracemalloc cannot see C
+mallocs). BLAS-internal buffers are not counted.
 The reference is skipped where one score matrix (N x 2K float32) would exceed --max-score-bytes.
 """
 
@@ -32,16 +34,21 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKENS = (64, 128, 256, 1024, 2048, 4096, 8192, 16384)
 
 
-def _time(fn, budget_s: float = 1.0, min_reps: int = 3, max_reps: int = 50) -> list[float]:
-    t0 = time.perf_counter()
-    fn()  # warm-up (first touch, thread pool start)
-    if time.perf_counter() - t0 > budget_s:
-        min_reps = 2
-    out: list[float] = []
-    while len(out) < min_reps or (sum(out) < budget_s and len(out) < max_reps):
+def _time_pair(fns: dict, budget_s: float = 1.0, min_reps: int = 3, max_reps: int = 50) -> dict[str, list[float]]:
+    """Seconds per call of each callable, calls interleaved (A, B, A, B, ...) so that load from other processes on
+    a shared machine falls on both alike. One warm-up call each (first touch, thread pools) unless a call is slow."""
+    for fn in fns.values():
         t = time.perf_counter()
         fn()
-        out.append(time.perf_counter() - t)
+        if time.perf_counter() - t > budget_s / 2:
+            min_reps = 2
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    while min(len(v) for v in out.values()) < min_reps or (
+            sum(map(sum, out.values())) < budget_s and min(len(v) for v in out.values()) < max_reps):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - t)
     return out
 
 
@@ -62,34 +69,34 @@ def worker(tokens: list[int], channels: int, heads: int, max_score_bytes: int) -
     from edgecc import fusion
 
     native = fusion._native_module()
+    status = fusion.native_status()
     threads = int(os.environ.get("EDGECC_THREADS", "0"))
     rows = []
     for n in tokens:
         rng = np.random.default_rng(n)
         a, b = (rng.standard_normal((1, n, channels), dtype=np.float32) for _ in range(2))
         for topk in (0, n // 4):
-            keys = 2 * (topk or n)
             base = {"device": "cpu", "dtype": "fp32", "tokens": n, "topk": topk, "channels": channels, "heads": heads,
                     "batch": 1, "threads": threads or os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+            fns = {}
             if native is None:
                 rows.append({**base, "impl": "fused", "skipped": f"native kernel not built ({fusion._import_error()})"})
             else:
-                run = functools.partial(fusion.diff_attention, a, b, heads, topk, fused=True)
-                ts = _time(run)
-                work = native.workspace_bytes(1, n, channels, heads, topk, threads)
-                rows.append({**base, "impl": "fused", "ms_p50": 1e3 * statistics.median(ts), "ms_min": 1e3 * min(ts),
-                             "reps": len(ts), "peak_bytes": _peak(run) + work, "workspace_bytes": work,
-                             "threads_used": native.threads(threads, 1, n, channels, heads, topk),
-                             "simd": fusion.native_status()["simd"]})
-            score_bytes = n * keys * 4
+                fns["fused"] = functools.partial(fusion.diff_attention, a, b, heads, topk, fused=True)
+            score_bytes = n * 2 * (topk or n) * 4
             if score_bytes > max_score_bytes:
                 rows.append({**base, "impl": "reference", "skipped": f"score matrix {score_bytes / 2**30:.1f} GiB per "
                              f"head > --max-score-bytes {max_score_bytes / 2**30:.1f} GiB"})
-                continue
-            run = functools.partial(fusion.diff_attention_reference, a, b, heads, topk)
-            ts = _time(run)
-            rows.append({**base, "impl": "reference", "ms_p50": 1e3 * statistics.median(ts), "ms_min": 1e3 * min(ts),
-                         "reps": len(ts), "peak_bytes": _peak(run)})
+            else:
+                fns["reference"] = functools.partial(fusion.diff_attention_reference, a, b, heads, topk)
+            for impl, ts in _time_pair(fns).items():
+                row = {**base, "impl": impl, "ms_p50": 1e3 * statistics.median(ts), "ms_min": 1e3 * min(ts),
+                       "reps": len(ts), "peak_bytes": _peak(fns[impl])}
+                if impl == "fused":
+                    work = native.workspace_bytes(1, n, channels, heads, topk, threads)
+                    row.update(peak_bytes=row["peak_bytes"] + work, workspace_bytes=work, simd=status["simd"],
+                               threads_used=native.threads(threads, 1, n, channels, heads, topk))
+                rows.append(row)
             print(f"  threads {threads or 'all'} N {n} topk {topk} done", file=sys.stderr, flush=True)
     return rows
 
@@ -145,7 +152,7 @@ def machine_name() -> str:
 
 
 def table(rows: list[dict]) -> str:
-    out = [f"{'threads':>7} {'tokens':>6} {'topk':>5} {'fused ms':>10} {'ref ms':>10} {'speedup':>8} "
+    out = [f"{'threads':>7} {'tokens':>6} {'topk':>5} {'fused ms':>10} {'ref ms':>10} {'speedup':>8} {'(min)':>7} "
            f"{'fused peak':>11} {'ref peak':>11}"]
     key = lambda r: (r.get("threads", 0), r["tokens"], r["topk"])  # noqa: E731
     by = {}
@@ -161,8 +168,11 @@ def table(rows: list[dict]) -> str:
         def mb(r):
             return f"{r['peak_bytes'] / 2**20:.2f} MiB" if "peak_bytes" in r else "-"
 
-        speed = f"{ref['ms_p50'] / f['ms_p50']:.2f}x" if "ms_p50" in f and "ms_p50" in ref else "-"
-        out.append(f"{threads:>7} {n:>6} {k:>5} {ms(f):>10} {ms(ref):>10} {speed:>8} {mb(f):>11} {mb(ref):>11}")
+        both = "ms_p50" in f and "ms_p50" in ref
+        speed = f"{ref['ms_p50'] / f['ms_p50']:.2f}x" if both else "-"
+        speed_min = f"{ref['ms_min'] / f['ms_min']:.2f}x" if both else "-"
+        out.append(f"{threads:>7} {n:>6} {k:>5} {ms(f):>10} {ms(ref):>10} {speed:>8} {speed_min:>7} {mb(f):>11} "
+                   f"{mb(ref):>11}")
     return "\n".join(out)
 
 

@@ -54,14 +54,18 @@ def diff_attention_reference(a: np.ndarray, b: np.ndarray, heads: int, topk: int
         keys = np.concatenate([a[bi], b[bi]]) if sel is None else np.concatenate([a[bi, sel[bi]], b[bi, sel[bi]]])
         for h in range(heads):
             ch = slice(h * d, (h + 1) * d)
-            k = np.ascontiguousarray(keys[:, ch])  # [2K, d]
-            s = q[:, ch] @ k.T  # [N, 2K] the score matrix
-            s *= np.float32(1.0 / np.sqrt(d))
-            s -= s.max(axis=1, keepdims=True)
-            np.exp(s, out=s)
-            s /= s.sum(axis=1, keepdims=True)
-            out[bi, :, ch] = s @ k  # [N, d]
+            out[bi, :, ch] = _reference_head(q[:, ch], np.ascontiguousarray(keys[:, ch]))
     return out
+
+
+def _reference_head(q: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """softmax(q k^T / sqrt(d)) k for q [N, d], k [2K, d]; its score matrix is freed on return (one alive at a time)."""
+    s = q @ k.T  # [N, 2K] the score matrix
+    s *= np.float32(1.0 / np.sqrt(k.shape[1]))
+    s -= s.max(axis=1, keepdims=True)
+    np.exp(s, out=s)
+    s /= s.sum(axis=1, keepdims=True)
+    return s @ k  # [N, d]
 
 
 def topk_tokens(a: np.ndarray, b: np.ndarray, topk: int) -> np.ndarray | None:
@@ -124,8 +128,8 @@ def native_status() -> dict:
         return {**status, "in_use": False, "reason": str(e)}
     if os.environ.get("EDGECC_FUSED", "1") == "0":
         return {**status, "in_use": False, "reason": "disabled by EDGECC_FUSED=0 (reference path)"}
-    omp = "OpenMP" if info["openmp"] else "no OpenMP: one thread"
-    return {**status, "in_use": True, "reason": f"native kernel ({status['simd']}, {omp}, {status['threads']} threads)"}
+    threads = f"{status['threads']} threads, OpenMP" if info["openmp"] else "1 thread: built without OpenMP"
+    return {**status, "in_use": True, "reason": f"native kernel ({status['simd']}, {threads})"}
 
 
 # ---------------------------------------------------------------------------------------------- helpers

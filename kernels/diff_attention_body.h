@@ -81,7 +81,7 @@ static inline DA_ATTR vf DA_FN(vexp)(vf x) {
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
-    vf y = p * r * r + r + 1.0f;
+    vf y = (p * r + 1.0f) * r + 1.0f; /* 1 + r + r^2 P(r) as two FMAs */
     vi e = ((vi)tm - 0x4B400000 + 127) << 23; /* 2^n as float bits */
     return (vf)((vi)(y * (vf)e) & keep);
 }
