@@ -456,9 +456,9 @@ def quantize_int8(roles: dict[str, str], prepared: dict[str, Path], feeds: dict[
         say(f"int8 ({options.method}), all nodes quantized: control CIDEr-D {m['CIDEr-D']:.4f}, drop {m['drop']:+.4f}")
     if m is not None and m["drop"] > options.max_drop:
         ranked = sorted(((r, n, s) for r in roles for n, s in rank_nodes(prepared[r], tmp / files[r],
-                                                                          feeds[r][:_RANK_FEEDS]) if s > 0),
+                                                                          feeds[r][:_RANK_FEEDS])),
                         key=lambda t: -t[2])
-        say(f"accuracy control: {len(ranked)} quantized nodes add noise; top: "
+        say(f"accuracy control: {len(ranked)} quantized nodes ranked; top: "
             + ", ".join(f"{r}:{n} {s:.2g}" for r, n, s in ranked[:5]))
         lo, hi, k, best = 0, None, 1, None
         while len(history) < options.max_evals and ranked:

@@ -14,10 +14,6 @@ import numpy as np
 
 from .ranges import exposed_session
 
-# QDQ around these is (near) lossless data movement: keeping them in float changes nothing worth a step
-_DATA_MOVEMENT = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Gather", "Concat", "Split",
-                  "Identity", "Expand", "Pad", "MaxPool", "Resize", "DepthToSpace", "SpaceToDepth", "Tile"}
-
 
 def quantized_nodes(qdq_model) -> list:
     """Nodes of a QDQ graph that read a DequantizeLinear output (compute in int8 once ORT fuses them)."""
@@ -27,7 +23,10 @@ def quantized_nodes(qdq_model) -> list:
 
 
 def rank_nodes(float_path, qdq_path, feeds: list[dict]) -> list[tuple[str, float]]:
-    """Quantized compute nodes of `qdq_path`, most sensitive first: [(node name, relative noise added)].
+    """Every quantized node of `qdq_path`, most sensitive first: [(node name, relative noise added)].
+
+    Data movement (Reshape, Concat, Pad, ...) is ranked too: lossless under MinMax, it clips under Percentile or
+    Entropy ranges. Keeping every node in float gives back the float graph, so accuracy control always converges.
 
     Args:
         float_path: the float graph that was quantized (node and tensor names match the QDQ graph's).
@@ -58,9 +57,9 @@ def rank_nodes(float_path, qdq_path, feeds: list[dict]) -> list[tuple[str, float
     out = []
     for qn in quantized_nodes(qm):
         fn = by_name.get(qn.name)
-        if fn is None or fn.op_type in _DATA_MOVEMENT:
+        if fn is None:
             continue
-        outs = [r[o] for o in fn.output if o in r]
-        if outs:
-            out.append((qn.name, max(outs) - max((r[i] for i in fn.input if i in r), default=0.0)))
+        outs = [r[o] for o in fn.output if o in r]  # no float output measured (e.g. Shape): nothing added, last
+        added = max(outs) - max((r[i] for i in fn.input if i in r), default=0.0) if outs else -np.inf
+        out.append((qn.name, added))
     return sorted(out, key=lambda t: -t[1])
