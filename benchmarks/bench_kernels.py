@@ -9,6 +9,8 @@ cores). With a GPU and torch, cuda rows (fp32, fp16) time the CUDA kernel agains
 
 ms_p50 / ms_min: median / fastest wall time of repeated calls (at least 3, about 1 s per size), fused and reference
 calls interleaved so that load from other processes falls on both alike (table: speedup of p50, and of min).
+cpu_ms_p50: median process CPU time per call (all threads together): with one thread, the cost of the work itself,
+which a busy machine disturbs far less than wall time (table: speedup by CPU time).
 peak_bytes: the extra heap bytes one call allocates: tracemalloc's peak during the call (NumPy reports its
 allocations to tracemalloc: the output, and for the reference its score matrix and temporaries) plus, for fused, the
 kernel's own malloc'd workspace, which it reports exactly (edgecc._native.workspace_bytes; tracemalloc cannot see C
@@ -34,21 +36,23 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKENS = (64, 128, 256, 1024, 2048, 4096, 8192, 16384)
 
 
-def _time_pair(fns: dict, budget_s: float = 1.0, min_reps: int = 3, max_reps: int = 50) -> dict[str, list[float]]:
-    """Seconds per call of each callable, calls interleaved (A, B, A, B, ...) so that load from other processes on
-    a shared machine falls on both alike. One warm-up call each (first touch, thread pools) unless a call is slow."""
+def _time_pair(fns: dict, budget_s: float = 1.0, min_reps: int = 3, max_reps: int = 50) -> dict[str, dict]:
+    """Per callable: wall and process-CPU seconds per call, calls interleaved (A, B, A, B, ...) so that load from
+    other processes on a shared machine falls on both alike. One warm-up call each unless a call is slow."""
     for fn in fns.values():
         t = time.perf_counter()
         fn()
         if time.perf_counter() - t > budget_s / 2:
             min_reps = 2
-    out: dict[str, list[float]] = {name: [] for name in fns}
-    while min(len(v) for v in out.values()) < min_reps or (
-            sum(map(sum, out.values())) < budget_s and min(len(v) for v in out.values()) < max_reps):
+    out: dict[str, dict] = {name: {"wall": [], "cpu": []} for name in fns}
+    while min(len(v["wall"]) for v in out.values()) < min_reps or (
+            sum(sum(v["wall"]) for v in out.values()) < budget_s and min(len(v["wall"]) for v in out.values())
+            < max_reps):
         for name, fn in fns.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn()
-            out[name].append(time.perf_counter() - t)
+            out[name]["cpu"].append(time.process_time() - c)
+            out[name]["wall"].append(time.perf_counter() - t)
     return out
 
 
@@ -90,8 +94,9 @@ def worker(tokens: list[int], channels: int, heads: int, max_score_bytes: int) -
             else:
                 fns["reference"] = functools.partial(fusion.diff_attention_reference, a, b, heads, topk)
             for impl, ts in _time_pair(fns).items():
-                row = {**base, "impl": impl, "ms_p50": 1e3 * statistics.median(ts), "ms_min": 1e3 * min(ts),
-                       "reps": len(ts), "peak_bytes": _peak(fns[impl])}
+                row = {**base, "impl": impl, "ms_p50": 1e3 * statistics.median(ts["wall"]),
+                       "ms_min": 1e3 * min(ts["wall"]), "cpu_ms_p50": 1e3 * statistics.median(ts["cpu"]),
+                       "reps": len(ts["wall"]), "peak_bytes": _peak(fns[impl])}
                 if impl == "fused":
                     work = native.workspace_bytes(1, n, channels, heads, topk, threads)
                     row.update(peak_bytes=row["peak_bytes"] + work, workspace_bytes=work, simd=status["simd"],
@@ -153,7 +158,7 @@ def machine_name() -> str:
 
 def table(rows: list[dict]) -> str:
     out = [f"{'threads':>7} {'tokens':>6} {'topk':>5} {'fused ms':>10} {'ref ms':>10} {'speedup':>8} {'(min)':>7} "
-           f"{'fused peak':>11} {'ref peak':>11}"]
+           f"{'(cpu)':>7} {'fused peak':>11} {'ref peak':>11}"]
     key = lambda r: (r.get("threads", 0), r["tokens"], r["topk"])  # noqa: E731
     by = {}
     for r in rows:
@@ -171,8 +176,9 @@ def table(rows: list[dict]) -> str:
         both = "ms_p50" in f and "ms_p50" in ref
         speed = f"{ref['ms_p50'] / f['ms_p50']:.2f}x" if both else "-"
         speed_min = f"{ref['ms_min'] / f['ms_min']:.2f}x" if both else "-"
-        out.append(f"{threads:>7} {n:>6} {k:>5} {ms(f):>10} {ms(ref):>10} {speed:>8} {speed_min:>7} {mb(f):>11} "
-                   f"{mb(ref):>11}")
+        speed_cpu = f"{ref['cpu_ms_p50'] / f['cpu_ms_p50']:.2f}x" if both else "-"
+        out.append(f"{threads:>7} {n:>6} {k:>5} {ms(f):>10} {ms(ref):>10} {speed:>8} {speed_min:>7} {speed_cpu:>7} "
+                   f"{mb(f):>11} {mb(ref):>11}")
     return "\n".join(out)
 
 

@@ -268,11 +268,18 @@ static void da_topk(const da_problem *p, int64_t bi, int64_t k, double *m2, int6
     int64_t *ib = idx + bi * N;
     for (int64_t j = 0; j < N; ++j) {
         const float *ra = p->a + (bi * N + j) * C, *rb = p->b + (bi * N + j) * C;
-        double s = 0.0;
-        for (int64_t c = 0; c < C; ++c) {
+        double acc[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}; /* 8 independent sums: no serial add chain */
+        int64_t c = 0;
+        for (; c + 8 <= C; c += 8)
+            for (int k = 0; k < 8; ++k) {
+                double e = (double)(rb[c + k] - ra[c + k]);
+                acc[k] += e * e;
+            }
+        for (; c < C; ++c) {
             double e = (double)(rb[c] - ra[c]);
-            s += e * e;
+            acc[0] += e * e;
         }
+        double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         mb[j] = s != s ? -1.0 : s; /* NaN ranks last, like NumPy's stable argsort of -m */
         ib[j] = j;
     }

@@ -14,6 +14,7 @@
 // TensorRT: no plugin; the TensorRT path is the standard-op ONNX export of the torch reference.
 
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
@@ -47,7 +48,7 @@ __global__ void diff_attention_kernel(const T *__restrict__ a, const T *__restri
 
     const int64_t nkeys = 2 * nsel;
     for (int64_t k0 = 0; k0 < nkeys; k0 += kKeys) {
-        const int nk = (int)min((int64_t)kKeys, nkeys - k0);
+        const int nk = nkeys - k0 < kKeys ? (int)(nkeys - k0) : kKeys;
         for (int e = threadIdx.x; e < nk * d; e += blockDim.x) { // stage keys k0 .. k0+nk-1
             const int jj = e / d, c = e % d;
             const int64_t t = k0 + jj;
@@ -122,7 +123,7 @@ torch::Tensor diff_attention_cuda(torch::Tensor a, torch::Tensor b, int64_t head
     TORCH_CHECK(a.scalar_type() == b.scalar_type(), "diff_attention_cuda: a and b dtypes differ");
     TORCH_CHECK(heads >= 1 && a.size(2) % heads == 0, "diff_attention_cuda: channels % heads != 0");
     TORCH_CHECK(a.size(2) / heads <= 256, "diff_attention_cuda: head width > 256 is not supported");
-    const at::cuda::CUDAGuard guard(a.device());
+    const c10::cuda::CUDAGuard guard(a.device());
     a = a.contiguous();
     b = b.contiguous();
     auto out = torch::empty_like(a);
