@@ -8,7 +8,9 @@
  *     keys = values = the 2N tokens {a_0..a_{N-1}, b_0..b_{N-1}}   (parameter-free; projections live outside)
  *     top-k:   if 0 < topk < N only tokens j whose ||b_j - a_j||_2 (over all C channels) ranks among the topk
  *              largest contribute (their a_j and b_j: 2*topk keys); ties: larger first, then lower index.
- *              topk <= 0 or topk >= N means dense.
+ *              topk <= 0 or topk >= N means dense. Ranking here: the float32 difference squared and summed in
+ *              double (NaN last); rankings that differ only by rounding (near-ties) may differ between
+ *              implementations (NumPy, torch: float32 sums), exact ties never do.
  *     out_i = sum_j softmax_j(q_i . k_j / sqrt(d)) v_j
  *
  * One pass per block of 64 queries forms the difference, computes a 64 x 64 score tile against a block of keys
@@ -29,7 +31,10 @@
  *
  * SIMD: the kernel body is compiled once per instruction set (x86-64: AVX-512F, AVX2+FMA, SSE2 baseline; other
  * targets: 128-bit generic vectors, e.g. NEON on a Jetson; compilers without GCC vector extensions: scalar) and
- * the best one the CPU supports is chosen at call time, so the build never needs -march=native.
+ * the best one the CPU supports is chosen at call time, so the build never needs -march=native (nor GCC
+ * target_clones: each path needs its own vector width, which one source with clones cannot give).
+ * -DEDGECC_SCALAR_ONLY builds the plain C99 path alone. Accuracy: about 1e-7 relative to a float32 reference (the
+ * exp is a Cephes-style polynomial; scores more than 87 below the running max get weight exactly 0).
  *
  * GPU: kernels/diff_attention_cuda.cu implements the same op for CUDA (fp32, fp16) for the PyTorch side.
  * TensorRT: there is no plugin. The TensorRT path is the standard-op ONNX export of the torch reference
