@@ -134,6 +134,8 @@ def row_reason(backend: Backend, precision: Precision, bundle: Bundle, opts: Ben
         return None
     if precision.name not in bundle.manifest.get("variants", {}):
         return f"no {precision.name} variant in the bundle"
+    if backend.options.get("fusion") == "split" and "fusion" not in bundle.manifest:
+        return "the bundle has no split encoder (no difference-attention kernel to switch off)"
     return None
 
 

@@ -125,6 +125,12 @@ register_backend(Backend("ort-cuda", _ORT, "cuda", _ort_provider("CUDAExecutionP
 register_backend(
     Backend("ort-tensorrt", _ORT, "cuda", _ort_provider("TensorrtExecutionProvider"), {"device": "tensorrt"})
 )
+# the student's encoder on CPU three ways: split with the fused kernel (ort-cpu), split with the NumPy reference of
+# the same op at the same call site (ort-cpu-unfused), one standard-op graph (ort-cpu-standard)
+register_backend(Backend("ort-cpu-unfused", _ORT, "cpu", _ort_provider("CPUExecutionProvider"),
+                         {"device": "cpu", "fusion": "split", "fused": False}))
+register_backend(Backend("ort-cpu-standard", _ORT, "cpu", _ort_provider("CPUExecutionProvider"),
+                         {"device": "cpu", "fusion": "standard"}))
 register_backend(Backend("torch-cpu", _TORCH, "cpu", _torch("cpu"), {"device": "cpu"}))
 register_backend(Backend("torch-cuda", _TORCH, "cuda", _torch("cuda"), {"device": "cuda"}))
 register_backend(Backend("tensorrt", "edgecc.engines.trt:TrtEngine", "cuda", _tensorrt))

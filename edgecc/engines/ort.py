@@ -40,7 +40,7 @@ def trt_cache_dir(bundle, onnx_name: str, precision: str) -> Path:
 
 class OrtEngine:
     def __init__(self, bundle, precision: str = "fp32", device: str = "cpu", encoder_threads: int | None = None,
-                 decoder_threads: int = 1, fusion: str | None = None):
+                 decoder_threads: int = 1, fusion: str | None = None, fused: bool | None = None):
         import onnxruntime as ort
 
         self.name = f"ort-{device}"
@@ -56,6 +56,7 @@ class OrtEngine:
         # bundle has it and on CPU; "standard" (one standard-op graph) elsewhere
         split_ok = "trunk" in files and "fusion" in files
         self.fusion = fusion or ("split" if split_ok and device == "cpu" else "standard")
+        self.fused = fused  # the difference-attention kernel: None = EDGECC_FUSED decides, False = NumPy reference
         if self.fusion == "split" and not split_ok:
             raise ValueError(f"{bundle.root}: this bundle has no split encoder (trunk + fusion graphs)")
 
@@ -93,7 +94,7 @@ class OrtEngine:
 
             t = self.trunk.run(None, {"img": np.concatenate([pre, post])})[0]  # [2B,N,dc]
             ta, tb = t[: len(pre)], t[len(pre):]
-            att = diff_attention(ta, tb, self.fusion_op["heads"], self.fusion_op["topk"])  # fused kernel (or ref)
+            att = diff_attention(ta, tb, self.fusion_op["heads"], self.fusion_op["topk"], fused=self.fused)
             gate, mask, *mem = self.fuse.run(None, {"ta": ta, "tb": tb, "att": att})
         else:
             gate, mask, *mem = self.encoder.run(None, {"pre": pre, "post": post})
