@@ -199,6 +199,10 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict] | None, method: str =
         str(src), str(dst), None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
         calibrate_method=calib, calibration_cache_path=cache,
+        # Relu / Clip stay explicit (ORT's runtime fuses them into the QuantizeLinear after them anyway): without
+        # this the quantizer drops them and lets Q's range clip, so a node kept in float could not read its true
+        # float input, and a Q pair's "noise" would include the activation function
+        extra_options={"QDQKeepRemovableActivations": True},
     )
     if exclude:
         _float_inputs(dst, set(exclude), src)
@@ -213,6 +217,8 @@ def _float_inputs(path: Path, nodes: set[str], src: Path) -> None:
     """
     import onnx
 
+    from .sensitivity import float_input
+
     m = onnx.load(str(path))
     float_inits = {t.name: t for t in onnx.load(str(src)).graph.initializer}
     have = {t.name for t in m.graph.initializer}
@@ -220,18 +226,12 @@ def _float_inputs(path: Path, nodes: set[str], src: Path) -> None:
     for n in m.graph.node:
         if n.name in nodes:
             for i, name in enumerate(n.input):
-                dq = made_by.get(name)
-                if dq is None or dq.op_type != "DequantizeLinear":
-                    continue
-                q = made_by.get(dq.input[0])
-                weight = name.removesuffix("_DequantizeLinear_Output")  # ORT's name for a dequantized initializer
-                if q is not None and q.op_type == "QuantizeLinear":
-                    n.input[i] = q.input[0]
-                elif q is None and weight in float_inits:
-                    if weight not in have:
-                        m.graph.initializer.append(float_inits[weight])
-                        have.add(weight)
-                    n.input[i] = weight
+                f, init = float_input(name, made_by, float_inits) if name else (name, None)
+                if f is not None and f != name:
+                    if init is not None and init.name not in have:
+                        m.graph.initializer.append(init)
+                        have.add(init.name)
+                    n.input[i] = f
     while True:
         used = {i for n in m.graph.node for i in n.input} | {o.name for o in m.graph.output}
         dead = [n for n in m.graph.node
@@ -424,7 +424,11 @@ def quantize_bundle(bundle_dir: str | Path, options: QuantizeOptions = QuantizeO
 def quantize_int8(roles: dict[str, str], prepared: dict[str, Path], feeds: dict[str, list[dict]],
                   options: QuantizeOptions, tmp: Path, metrics: Callable[[str, dict], dict | None],
                   say: Callable[[str], None] = lambda _m: None) -> dict:
-    """Quantize every role; if the control drop exceeds max_drop keep the noisiest nodes in float, step by step.
+    """Quantize every role; while the control drop exceeds max_drop keep more nodes in float.
+
+    Each step re-ranks the nodes still quantized by their local output error (calibration.sensitivity) in the
+    current graphs and keeps the worst in float, doubling how many are kept (1, 2, 4, ...). Re-ranking matters:
+    once a node is in float, the next one along a chain that shares its clipped range shows its own error.
 
     Args:
         roles: {role: fp32 file name}; prepared: {role: float graph to quantize}; feeds: {role: calibration feeds}.
@@ -437,63 +441,52 @@ def quantize_int8(roles: dict[str, str], prepared: dict[str, Path], feeds: dict[
     from .sensitivity import rank_nodes
 
     cache = {r: tmp / f"{r}.ranges.json" for r in roles}
+    kept: dict[str, list[str]] = {r: [] for r in roles}
 
-    def build(k: int, ranked: list) -> dict[str, str]:
-        files = {r: f"int8-{k}/{r}.onnx" for r in roles}
-        (tmp / f"int8-{k}").mkdir(exist_ok=True)
+    def build(step: int) -> dict[str, str]:
+        files = {r: f"int8-{step}/{r}.onnx" for r in roles}
+        (tmp / f"int8-{step}").mkdir(exist_ok=True)
         for r in roles:
-            exclude = tuple(n for rr, n, _ in ranked[:k] if rr == r)
             first = not cache[r].is_file()
             quantize_graph(prepared[r], tmp / files[r], feeds[r] if first else None, options.method,
-                           options.per_channel, exclude, cache[r])
+                           options.per_channel, tuple(kept[r]), cache[r])
         return files
 
-    files = build(0, [])
+    files = build(0)
     m = metrics("int8", files)
     history = [{"float_nodes": 0, "CIDEr-D": m["CIDEr-D"], "drop": m["drop"]}] if m else []
-    best, ranked = (0, files, m), []
     if m is not None:
         say(f"int8 ({options.method}), all nodes quantized: control CIDEr-D {m['CIDEr-D']:.4f}, drop {m['drop']:+.4f}")
-    if m is not None and m["drop"] > options.max_drop:
-        ranked = sorted(((r, n, s) for r in roles for n, s in rank_nodes(prepared[r], tmp / files[r],
-                                                                          feeds[r][:_RANK_FEEDS])),
+    while m is not None and m["drop"] > options.max_drop and len(history) < options.max_evals:
+        ranked = sorted(((r, n, s) for r in roles
+                         for n, s in rank_nodes(tmp / files[r], prepared[r], feeds[r][:_RANK_FEEDS], kept[r])),
                         key=lambda t: -t[2])
-        say(f"accuracy control: {len(ranked)} quantized nodes ranked; top: "
-            + ", ".join(f"{r}:{n} {s:.2g}" for r, n, s in ranked[:5]))
-        lo, hi, k, best = 0, None, 1, None
-        while len(history) < options.max_evals and ranked:
-            files = build(k, ranked)
-            m = metrics("int8", files)
-            history.append({"float_nodes": k, "CIDEr-D": m["CIDEr-D"], "drop": m["drop"]})
-            say(f"  {k} node(s) in float: control CIDEr-D {m['CIDEr-D']:.4f}, drop {m['drop']:+.4f}")
-            if m["drop"] <= options.max_drop:
-                hi, best = k, (k, files, m)
-            else:
-                lo = k
-            if hi is None:
-                if k == len(ranked):
-                    break
-                k = min(2 * k, len(ranked))
-            elif hi - lo > 1:
-                k = (lo + hi) // 2
-            else:
-                break
-        if best is None:
-            raise CalibrationError(
-                f"int8 accuracy control failed: control CIDEr-D drop {history[-1]['drop']:.4f} > max_drop "
-                f"{options.max_drop} with {history[-1]['float_nodes']} of {len(ranked)} ranked nodes in float after "
-                f"{len(history)} evaluations (raise max_drop or max_evals, or try another method)")
-    k, files, m = best
+        n_kept = sum(map(len, kept.values()))
+        new = ranked[: max(1, n_kept)]
+        if not new:
+            break
+        for r, n, _ in new:
+            kept[r].append(n)
+        files = build(len(history))
+        m = metrics("int8", files)
+        history.append({"float_nodes": n_kept + len(new), "added": [f"{r}:{n} {s:.3g}" for r, n, s in new],
+                        "CIDEr-D": m["CIDEr-D"], "drop": m["drop"]})
+        say(f"  {n_kept + len(new)} node(s) in float (+ {', '.join(history[-1]['added'][:4])}"
+            f"{', ...' if len(new) > 4 else ''}): control CIDEr-D {m['CIDEr-D']:.4f}, drop {m['drop']:+.4f}")
+    if m is not None and m["drop"] > options.max_drop:
+        raise CalibrationError(
+            f"int8 accuracy control failed: control CIDEr-D drop {m['drop']:.4f} > max_drop {options.max_drop} with "
+            f"{history[-1]['float_nodes']} nodes in float after {len(history)} evaluations (raise max_drop or "
+            "max_evals, or try another method)")
     final = {r: f"int8/{r}.onnx" for r in roles}
     (tmp / "int8").mkdir()
     for r in roles:
         os.replace(tmp / files[r], tmp / final[r])
-    float_nodes = {r: [n for rr, n, _ in ranked[:k] if rr == r] for r in roles}
     return {**final, "method": f"static-qdq-{options.method}", "format": "QDQ",
             "quantization": {"activations": "uint8 asymmetric, per tensor",
                              "weights": f"int8 symmetric, {'per channel' if options.per_channel else 'per tensor'}"},
-            "float_nodes": float_nodes, "metrics": m and {**m, "max_drop": options.max_drop},
-            "accuracy_control": {"ranking": "relative output noise added per node (calibration.sensitivity)",
+            "float_nodes": kept, "metrics": m and {**m, "max_drop": options.max_drop},
+            "accuracy_control": {"ranking": "local output error per node, re-ranked each step (sensitivity.py)",
                                  "evaluations": history} if history else "off"}
 
 

@@ -1,11 +1,13 @@
-"""Which quantized nodes hurt most: the relative noise each node adds, between a QDQ graph and its float source.
+"""Which quantized nodes hurt most: each node's local output error, the node run on quantized vs float inputs.
 
-For every float tensor t both graphs compute, r(t) = ||t_q - t_f||^2 / ||t_f||^2 over the feeds (t_q from the QDQ
-graph, t_f from the float graph). A quantized node's sensitivity is the noise it adds: r(its output) minus the worst
-r of its inputs. One run of each graph with every float tensor exposed; no re-quantization per node.
+Every quantized node of a QDQ graph gets a float twin that reads the same tensors before their
+QuantizeLinear/DequantizeLinear pairs (and the float weights): r = ||y - y_float||^2 / ||y_float||^2 over the feeds,
+where y is the node's output in the QDQ graph. It is the error the node adds itself (rounding, clipping, weight
+quantization, seen through its own function, so a Relu ignores noise on what it zeroes), not the error that
+reached it from upstream. One run of the QDQ graph with all twins, no re-quantization per node.
 
 Example:
-    >>> ranked = rank_nodes("encoder.pre.onnx", "encoder.int8.onnx", feeds)     # [(node name, noise added), ...]
+    >>> ranked = rank_nodes("encoder.int8.onnx", "encoder.float.onnx", feeds)   # [(node, local error), ...]
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from .ranges import exposed_session
+
+_TWIN = "__float_twin"
 
 
 def quantized_nodes(qdq_model) -> list:
@@ -22,44 +26,77 @@ def quantized_nodes(qdq_model) -> list:
             and any(made_by.get(i) == "DequantizeLinear" for i in n.input)]
 
 
-def rank_nodes(float_path, qdq_path, feeds: list[dict]) -> list[tuple[str, float]]:
-    """Every quantized node of `qdq_path`, most sensitive first: [(node name, relative noise added)].
+def float_input(name: str, made_by: dict, float_inits: dict):
+    """-> (float tensor behind a DequantizeLinear output, float initializer to add or None); (None, None) if none.
 
-    Data movement (Reshape, Concat, Pad, ...) is ranked too: lossless under MinMax, it clips under Percentile or
-    Entropy ranges. Keeping every node in float gives back the float graph, so accuracy control always converges.
-
-    Args:
-        float_path: the float graph that was quantized (node and tensor names match the QDQ graph's).
-        qdq_path: its QDQ-quantized version.
-        feeds: real input feeds ({input name: array}); a handful is enough.
+    The float tensor is the QuantizeLinear's input for an activation; for a quantized initializer (weight
+    `<w>_DequantizeLinear_Output`, bias `<b>` itself) it is a copy of the float initializer (the bias copy renamed).
     """
     import onnx
 
-    fm = onnx.shape_inference.infer_shapes(onnx.load(str(float_path)))
+    dq = made_by.get(name)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return name, None
+    q = made_by.get(dq.input[0])
+    if q is not None and q.op_type == "QuantizeLinear":
+        return q.input[0], None
+    orig = name.removesuffix("_DequantizeLinear_Output")
+    if q is not None or orig not in float_inits:
+        return None, None
+    init = float_inits[orig]
+    if orig == name:  # ORT's bias DequantizeLinear outputs the bias's own name
+        init = onnx.TensorProto()
+        init.CopyFrom(float_inits[orig])
+        init.name = orig + "__float"
+    return init.name, init
+
+
+def rank_nodes(qdq_path, float_path, feeds: list[dict], skip=()) -> list[tuple[str, float]]:
+    """Quantized nodes of `qdq_path` (not in `skip`), largest local output error first: [(node name, error)].
+
+    Args:
+        float_path: the float graph that was quantized (for the float weights).
+        feeds: real input feeds; a handful is enough.
+    """
+    import onnx
+
     qm = onnx.load(str(qdq_path))
-    floats = {v.name for v in (*fm.graph.value_info, *fm.graph.output)
-              if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
-    in_q = {o for n in qm.graph.node for o in n.output}
-    names = sorted(floats & in_q)
-    fs, qs = exposed_session(fm, names), exposed_session(qm, names)
-    f_out, q_out = [o.name for o in fs.get_outputs()], [o.name for o in qs.get_outputs()]
-    num = dict.fromkeys(names, 0.0)
-    den = dict.fromkeys(names, 0.0)
-    for feed in feeds:
-        x = dict(zip(f_out, fs.run(None, feed)))
-        y = dict(zip(q_out, qs.run(None, feed)))
-        for n in names:
-            ref = x[n].astype(np.float64)
-            num[n] += float(((ref - y[n]) ** 2).sum())
-            den[n] += float((ref * ref).sum())
-    r = {n: num[n] / den[n] for n in names if den[n] > 0}
-    by_name = {n.name: n for n in fm.graph.node}
-    out = []
-    for qn in quantized_nodes(qm):
-        fn = by_name.get(qn.name)
-        if fn is None:
+    float_inits = {t.name: t for t in onnx.load(str(float_path)).graph.initializer}
+    have = {t.name for t in qm.graph.initializer}
+    made_by = {o: n for n in qm.graph.node for o in n.output}
+    twins = {}  # node name -> [(output, twin output)]
+    for n in quantized_nodes(qm):
+        found = [float_input(i, made_by, float_inits) if i else (i, None) for i in n.input]
+        ins = [f for f, _ in found]
+        if n.name in skip or None in ins or any(a.type == onnx.AttributeProto.GRAPH for a in n.attribute):
             continue
-        outs = [r[o] for o in fn.output if o in r]  # no float output measured (e.g. Shape): nothing added, last
-        added = max(outs) - max((r[i] for i in fn.input if i in r), default=0.0) if outs else -np.inf
-        out.append((qn.name, added))
-    return sorted(out, key=lambda t: -t[1])
+        for _, init in found:
+            if init is not None and init.name not in have:
+                qm.graph.initializer.append(init)
+                have.add(init.name)
+        twin = onnx.NodeProto()
+        twin.CopyFrom(n)
+        twin.name = n.name + _TWIN
+        del twin.input[:]
+        twin.input.extend(ins)
+        del twin.output[:]
+        twin.output.extend(o + _TWIN if o else o for o in n.output)
+        qm.graph.node.append(twin)  # reads only tensors made earlier; nothing reads it: order stays topological
+        twins[n.name] = [(o, o + _TWIN) for o in n.output if o]
+    floats = onnx.shape_inference.infer_shapes(qm)
+    is_float = {v.name for v in (*floats.graph.value_info, *floats.graph.output)
+                if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    pairs = {k: [(a, b) for a, b in v if a in is_float and b in is_float] for k, v in twins.items()}
+    sess = exposed_session(qm, sorted({t for v in pairs.values() for p in v for t in p}))
+    names = [o.name for o in sess.get_outputs()]
+    num = dict.fromkeys(pairs, 0.0)
+    den = dict.fromkeys(pairs, 0.0)
+    for feed in feeds:
+        out = dict(zip(names, sess.run(None, feed)))
+        for node, ps in pairs.items():
+            for a, b in ps:
+                ref = out[b].astype(np.float64)
+                num[node] += float(((out[a] - ref) ** 2).sum())
+                den[node] += float((ref * ref).sum())
+    ranked = [(n, num[n] / den[n] if den[n] > 0 else 0.0) for n in pairs]
+    return sorted(ranked, key=lambda t: -t[1])
