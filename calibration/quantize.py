@@ -3,8 +3,8 @@
 Every graph role of the fp32 variant (encoder, decoder; trunk, fusion, ... for other architectures) is calibrated
 on the inputs it really gets: the fp32 bundle runs its own decode loop over the calibration pairs while each ORT
 session records its feeds. INT8 accuracy control: the changed-subset CIDEr-D of the int8 variant on a fixed
-LEVIR-CC-synth val subset may drop at most `max_drop` below fp32's; if it drops more, the nodes that add the most
-quantization noise stay in float, step by step, until it does not.
+LEVIR-CC-synth val subset may drop at most `max_drop` below fp32's; if it drops more, the nodes with the largest
+local quantization error (calibration.sensitivity) stay in float, 1, 2, 4, ... of them, until it does not.
 
 Example:
     >>> m = quantize_bundle("/tmp/teacher_q", QuantizeOptions(method="minmax", max_drop=0.01))
@@ -50,7 +50,7 @@ class QuantizeOptions:
         calibration_set: a set file (see calibration.sets); None: calibration/sets/default.txt.
         data_root: where set paths and LEVIR-CC captions are; None: ../shared/data beside the checkout.
         max_feeds: recorded feeds kept per graph role (seeded reservoir sample over the whole fp32 run).
-        max_evals: accuracy-control evaluations at most (all quantized, then doubling, then bisection).
+        max_evals: accuracy-control evaluations at most (all quantized, then 1, 2, 4, ... nodes kept in float).
         batch: pairs per evaluation batch.
         record_batch: pairs per batch of the recording fp32 run (so per encoder calibration feed).
         seed: reservoir sampling seed.
