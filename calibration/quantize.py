@@ -54,6 +54,10 @@ class QuantizeOptions:
         batch: pairs per evaluation batch.
         record_batch: pairs per batch of the recording fp32 run (so per encoder calibration feed).
         seed: reservoir sampling seed.
+        dynamic_roles: graph roles quantized dynamically (int8 weights, activation ranges computed per call) instead
+            of static QDQ. The decoder step by default: its activations vary from token to token, and on the edge
+            student (Mamba decoder) static QDQ kept 66% of 300 changed LEVIR-CC-synth val captions identical to
+            fp32, dynamic 88% (on the test split: changed CIDEr-D drop 0.028 static, 0.002 dynamic).
     """
 
     method: str = "minmax"
@@ -68,6 +72,7 @@ class QuantizeOptions:
     batch: int = 8
     record_batch: int = 2
     seed: int = 0
+    dynamic_roles: tuple[str, ...] = ("decoder",)
 
 
 def graph_roles(variant: dict) -> dict[str, str]:
@@ -438,15 +443,25 @@ def quantize_int8(roles: dict[str, str], prepared: dict[str, Path], feeds: dict[
     Returns:
         The variant entry: {role: "int8/<role>.onnx", "method", "float_nodes", "metrics", "accuracy_control", ...}.
     """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     from .sensitivity import rank_nodes
 
     cache = {r: tmp / f"{r}.ranges.json" for r in roles}
     kept: dict[str, list[str]] = {r: [] for r in roles}
+    dynamic = [r for r in roles if r in options.dynamic_roles]
+    static = [r for r in roles if r not in dynamic]
 
     def build(step: int) -> dict[str, str]:
         files = {r: f"int8-{step}/{r}.onnx" for r in roles}
         (tmp / f"int8-{step}").mkdir(exist_ok=True)
-        for r in roles:
+        for r in dynamic:
+            if step == 0:
+                quantize_dynamic(prepared[r], tmp / files[r], per_channel=options.per_channel,
+                                 weight_type=QuantType.QInt8)
+            else:
+                shutil.copyfile(tmp / f"int8-0/{r}.onnx", tmp / files[r])
+        for r in static:
             first = not cache[r].is_file()
             quantize_graph(prepared[r], tmp / files[r], feeds[r] if first else None, options.method,
                            options.per_channel, tuple(kept[r]), cache[r])
@@ -458,7 +473,7 @@ def quantize_int8(roles: dict[str, str], prepared: dict[str, Path], feeds: dict[
     if m is not None:
         say(f"int8 ({options.method}), all nodes quantized: control CIDEr-D {m['CIDEr-D']:.4f}, drop {m['drop']:+.4f}")
     while m is not None and m["drop"] > options.max_drop and len(history) < options.max_evals:
-        ranked = sorted(((r, n, s) for r in roles
+        ranked = sorted(((r, n, s) for r in static
                          for n, s in rank_nodes(tmp / files[r], prepared[r], feeds[r][:_RANK_FEEDS], kept[r])),
                         key=lambda t: -t[2])
         n_kept = sum(map(len, kept.values()))
@@ -482,9 +497,13 @@ def quantize_int8(roles: dict[str, str], prepared: dict[str, Path], feeds: dict[
     (tmp / "int8").mkdir()
     for r in roles:
         os.replace(tmp / files[r], tmp / final[r])
-    return {**final, "method": f"static-qdq-{options.method}", "format": "QDQ",
-            "quantization": {"activations": "uint8 asymmetric, per tensor",
-                             "weights": f"int8 symmetric, {'per channel' if options.per_channel else 'per tensor'}"},
+    weights = f"int8 symmetric, {'per channel' if options.per_channel else 'per tensor'}"
+    return {**final, "method": f"static-qdq-{options.method}" + (f"+dynamic-{'-'.join(dynamic)}" if dynamic else ""),
+            "format": "QDQ" + (f" ({', '.join(static)}); dynamic ({', '.join(dynamic)})" if dynamic else ""),
+            "quantization": {"activations": "uint8 asymmetric, per tensor" + (
+                f" (static: {', '.join(static)}; computed per call: {', '.join(dynamic)})" if dynamic else ""),
+                "weights": weights},
+            "dynamic_roles": dynamic,
             "float_nodes": kept, "metrics": m and {**m, "max_drop": options.max_drop},
             "accuracy_control": {"ranking": "local output error per node, re-ranked each step (sensitivity.py)",
                                  "evaluations": history} if history else "off"}

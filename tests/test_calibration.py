@@ -156,9 +156,13 @@ def test_int8_variant_is_qdq_and_smaller(quantized):
     b = Bundle.open(quantized)  # every new file is sha256-listed and verifies
     v8, v32 = b.variant("int8"), b.variant("fp32")
     assert graph_roles(v8).keys() == graph_roles(v32).keys()
-    for f in graph_roles(v8).values():
+    assert v8["dynamic_roles"] == ["decoder"]
+    for role, f in graph_roles(v8).items():
         ops = _ops(b.path(f))
-        assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+        if role in v8["dynamic_roles"]:  # int8 weights, activations quantized per call
+            assert ops["DynamicQuantizeLinear"] > 0 and ops["MatMulInteger"] > 0
+        else:
+            assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
     assert v8["size_bytes"] < sum(b.path(f).stat().st_size for f in graph_roles(v32).values())
     assert v8["size_bytes"] == sum(b.manifest["files"][f]["bytes"] for f in graph_roles(v8).values())
 
@@ -166,7 +170,7 @@ def test_int8_variant_is_qdq_and_smaller(quantized):
 def test_manifest_records_method_calibration_and_float_nodes(quantized):
     m = Bundle.open(quantized).manifest
     v = m["variants"]["int8"]
-    assert v["method"] == "static-qdq-minmax" and v["format"] == "QDQ"
+    assert v["method"] == "static-qdq-minmax+dynamic-decoder" and v["format"].startswith("QDQ")
     cal = v["calibration"]
     assert cal["set"].endswith("set.txt") and len(cal["sha256"]) == 64 and len(cal["data_sha256"]) == 64
     assert (cal["n_pairs"], cal["n_synth"], cal["n_real"]) == (4, 0, 4)
