@@ -36,7 +36,7 @@ def cold_start(model: str | None, runs: int) -> list[float]:
     return out
 
 
-def warm(model: str | None, n: int, beam: int) -> dict:
+def warm(model: str | None, n: int, beam: int, precision: str = "fp32") -> dict:
     from edgecc.train.synth import merge_specs, parse_caption, render_pair
 
     import edgecc
@@ -49,7 +49,8 @@ def warm(model: str | None, n: int, beam: int) -> dict:
         c = caps[i % len(caps)]
         pre, post, _ = render_pair(f"bench_{i}", merge_specs([parse_caption(c.split())], int("no" not in c)))
         pairs.append((pre[None], post[None]))
-    c = edgecc.load(model, options=DecodingOptions(beam_size=beam) if beam else None)
+    c = edgecc.load(model, precision=precision,
+                    options=DecodingOptions(beam_size=beam, length_penalty=0.0) if beam else None)
     for p in pairs[:5]:
         c.caption_batch(*p)
     rows = []
@@ -77,6 +78,7 @@ def main():
     ap.add_argument("--pairs", type=int, default=60)
     ap.add_argument("--cold-runs", type=int, default=5)
     ap.add_argument("--beam", type=int, default=None, help="default: the bundle's recommendation")
+    ap.add_argument("--precision", default="fp32", help="the bundle variant (fp32, int8, fp16)")
     ap.add_argument("--out")
     a = ap.parse_args()
     import onnxruntime
@@ -89,7 +91,8 @@ def main():
         "date": time.strftime("%Y-%m-%d"),
         "model": a.model or "default",
         "cold_start_s": {"p50": round(statistics.median(cold), 3), "max": round(max(cold), 3), "runs": len(cold)},
-        "warm": warm(a.model, a.pairs, a.beam),
+        "precision": a.precision,
+        "warm": warm(a.model, a.pairs, a.beam, a.precision),
     }
     print(json.dumps(res, indent=2))
     if a.out:

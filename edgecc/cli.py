@@ -51,7 +51,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
 def caption(
     pre: Path = typer.Argument(..., help="Before image (GeoTIFF, PNG, JPEG)."),
     post: Path = typer.Argument(..., help="After image, same place."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Bundle directory (default: the bundled model)."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Bundle dir or model name (default, teacher)."),
     backend: str = typer.Option("ort-cpu", help="Engine backend (see `edgecc doctor`)."),
     precision: str = typer.Option("fp32", help="Bundle variant: fp32, fp16, int8."),
     beam: int | None = typer.Option(None, help="Beam size (1 = greedy; default: the bundle's recommendation)."),
@@ -114,7 +114,7 @@ def scene_json(scene, model_name: str) -> dict:
 
 
 @app.command()
-def info(model: str | None = typer.Argument(None, help="Bundle directory or bundled model name (default, teacher)."),
+def info(model: str | None = typer.Argument(None, help="Bundle dir or model name (default, teacher)."),
          as_json: bool = typer.Option(False, "--json", help="Variants as JSON (size, GFLOPs, state, metrics).")):
     """Show a bundle's manifest: model, inputs, precision variants and evaluation metrics."""
     try:
@@ -282,7 +282,7 @@ def export(
 @app.command("eval")
 def evaluate(
     captions: Path = typer.Option(..., help="LevirCCcaptions.json."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Bundle directory (default: bundled)."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Bundle dir or model name (default, teacher)."),
     split: str = typer.Option("test"),
     data_root: Path | None = typer.Option(None, help="A real LEVIR-CC root; default: LEVIR-CC-synth."),
     limit: int | None = typer.Option(None),
@@ -351,7 +351,7 @@ def quantize(
 
 @app.command()
 def bench(
-    model: Path | None = typer.Option(None, "--model", "-m", help="Bundle directory (default: the bundled model)."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Bundle dir or model name (default, teacher)."),
     checkpoint: Path | None = typer.Option(None, help="PyTorch checkpoint for the torch-* rows."),
     captions: Path | None = typer.Option(None, help="LevirCCcaptions.json (default: ../shared/data/levircc/)."),
     quick: bool = typer.Option(False, help="Fewer repetitions, 100 quality pairs (a smoke run)."),
@@ -387,7 +387,7 @@ def watch(
     source: str = typer.Argument(..., help="Video file, image folder, GeoTIFF glob, camera index, rtsp:// or http(s)://."),
     reference: Path = typer.Option(..., "--reference", "-r", help="Reference image (a GeoTIFF gives map polygons)."),
     events: Path = typer.Option(Path("events.jsonl"), "--events", "-e", help="JSONL event log (appended)."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Bundle directory (default: the bundled model)."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Bundle dir or model name (default, teacher)."),
     every: int = typer.Option(1, help="Process every N-th frame."),
     deadline_ms: float | None = typer.Option(None, "--deadline-ms", help="Skip frames older than this when taken."),
     follow: bool = typer.Option(False, help="Keep watching an image folder for new files."),

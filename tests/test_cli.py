@@ -102,3 +102,30 @@ def test_caption_geotiff_scene_writes_georeferenced_outputs(tiny_bundle, fixture
     assert len(fc["features"]) == sum(t["changed"] for t in out["tiles"])
     assert out["crs"] and out["tiles"][0]["height"] == 192  # a 256x192 scene: one padded tile
     assert not list(tmp_path.glob("*.tmp*"))  # no temporary leftovers
+
+
+def test_info_json_lists_every_variant_of_the_default_bundle():
+    r = runner.invoke(app, ["info", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    variants = {v["precision"]: v for v in data["variants"]}
+    assert {"fp32", "int8", "fp16"} <= set(variants)
+    for v in variants.values():
+        assert v["name"].endswith(":" + v["precision"]) and v["size_bytes"] > 0 and v["params"] > 0
+        assert 0 < v["gflops_per_pair"] <= 0.3  # the student's compute budget
+        assert v["decoder"] in ("transformer", "mamba", "sparse")
+        assert v["state_bytes_per_sequence"]["state"] > 0
+        m = v["metrics"]
+        assert m["dataset"] == "LEVIR-CC-synth" and m["split"] == "test"
+        assert all(isinstance(m[k], float) for k in ("CIDEr-D", "CIDEr-D-changed", "BLEU-4", "gate_accuracy"))
+    assert variants["int8"]["size_bytes"] <= 5_000_000
+    assert variants["int8"]["size_bytes"] < variants["fp32"]["size_bytes"]
+
+
+def test_teacher_is_available_by_name():
+    r = runner.invoke(app, ["info", "teacher", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["arch"] == "edgecc-teacher-v1"
+    r = runner.invoke(app, ["caption", str(ROOT / "examples/data/pre.png"), str(ROOT / "examples/data/post.png"),
+                            "--model", "teacher"])
+    assert r.exit_code == 0 and r.stdout.strip(), r.output
