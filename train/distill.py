@@ -68,16 +68,7 @@ class _Taps(nn.Module):
         self.t.lite.load_imagenet()
 
     def forward(self, img):
-        lite = self.t.lite
-        x = img.permute(0, 3, 1, 2).float()
-        x = F.avg_pool2d(x, self.t.pool) if self.t.pool > 1 else x
-        x = F.relu6(lite._bn0(lite._conv_stem(lite._pad((x - lite.mean) / lite.std))))
-        outs = []
-        for i, blk in enumerate(lite._blocks):
-            x = blk(x)
-            if i + 1 in TAPS:
-                outs.append(x)
-        return tuple(outs)
+        return self.t.features(img, TAPS)
 
 
 def _session(module: nn.Module, size: int, n_out: int, threads: int):

@@ -31,6 +31,16 @@ _LITE0_BLOCKS = (
     + [(6, 5, 2, 112, 192)] + [(6, 5, 1, 192, 192)] * 3
     + [(6, 3, 1, 192, 320)]
 )
+def lite0_channels(n_blocks: int) -> int:
+    """Output channels of the first `n_blocks` Lite0 blocks."""
+    return _LITE0_BLOCKS[n_blocks - 1][4]
+
+
+def lite0_stride(n_blocks: int) -> int:
+    """Total stride of the stem + the first `n_blocks` Lite0 blocks."""
+    return 2 * math.prod(b[2] for b in _LITE0_BLOCKS[:n_blocks])
+
+
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
@@ -54,12 +64,11 @@ class ModelConfig:
 
     @property
     def trunk_channels(self) -> int:
-        return _LITE0_BLOCKS[self.trunk_blocks - 1][4]
+        return lite0_channels(self.trunk_blocks)
 
     @property
     def grid(self) -> int:
-        stride = 2 * math.prod(b[2] for b in _LITE0_BLOCKS[: self.trunk_blocks])
-        return self.image_size // stride
+        return self.image_size // lite0_stride(self.trunk_blocks)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import _LITE0_BLOCKS, Lite0Trunk, _Attention, _ResBlock
+from .model import Lite0Trunk, _Attention, _ResBlock, lite0_channels, lite0_stride
 from .ops import diff_attention
 
 ARCH = "edgecc-student-v1"
@@ -60,12 +60,11 @@ class StudentConfig:
 
     @property
     def trunk_channels(self) -> int:
-        return _LITE0_BLOCKS[self.trunk_blocks - 1][4]
+        return lite0_channels(self.trunk_blocks)
 
     @property
     def grid(self) -> int:
-        stride = 2 * math.prod(b[2] for b in _LITE0_BLOCKS[: self.trunk_blocks])
-        return self.image_size // self.input_pool // stride
+        return self.image_size // self.input_pool // lite0_stride(self.trunk_blocks)
 
     @property
     def n_memory(self) -> int:
@@ -95,15 +94,19 @@ class StudentTrunk(nn.Module):
                                   nn.ReLU())
         self.ln = nn.LayerNorm(cfg.dc)
 
-    def features(self, img_u8):  # [B,S,S,3] uint8 -> [B,C,G,G] frozen Lite0 features
+    def features(self, img_u8, taps: tuple[int, ...] = ()):
+        """uint8 [B,S,S,3] -> frozen Lite0 features [B,C,G,G]; with `taps`, the features after each of those depths."""
         x = img_u8.permute(0, 3, 1, 2).float()
         if self.pool > 1:
             x = F.avg_pool2d(x, self.pool)
         lite = self.lite
         x = F.relu6(lite._bn0(lite._conv_stem(lite._pad((x - lite.mean) / lite.std))))
-        for blk in lite._blocks:
+        outs = []
+        for i, blk in enumerate(lite._blocks):
             x = blk(x)
-        return x
+            if i + 1 in taps:
+                outs.append(x)
+        return tuple(outs) if taps else x
 
     def project(self, f):  # [B,C,G,G] -> [B,G*G,dc]
         return self.ln(self.proj(f).flatten(2).transpose(1, 2))
