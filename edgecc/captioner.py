@@ -22,6 +22,7 @@ class Captioner:
     bundle: Bundle
     engine: object
     options: DecodingOptions = DecodingOptions()
+    precision: str = "fp32"  # the bundle variant the engine runs
 
     @property
     def input_size(self) -> int:
@@ -59,13 +60,21 @@ class Captioner:
         self.vocab = self.bundle.vocab()
 
 
-def load(bundle: str | Path | None = None, backend: str = "ort-cpu", precision: str = "fp32",
+def load(bundle: str | Path | None = None, backend: str = "ort-cpu", precision: str | None = None,
          options: DecodingOptions | None = None, **engine_options) -> Captioner:
     """Open a bundle (default: the bundled model), verify its files, and build an engine for it.
 
-    Decoding options default to the bundle's recommendation (manifest "decoding", e.g. beam size 3).
+    Precision None: on a CPU backend the bundle's recommendation (manifest "runtime" "cpu_precision": the
+    student's int8, measured as fast and as good), else fp32. Decoding options default to the bundle's
+    recommendation (manifest "decoding", e.g. beam size 2).
     """
+    from .engines import BACKENDS
+
     b = Bundle.open(bundle)
+    if precision is None:
+        cpu = backend in BACKENDS and BACKENDS[backend].device == "cpu"
+        rec = b.manifest.get("runtime", {}).get("cpu_precision", "fp32") if cpu else "fp32"
+        precision = rec if rec in b.manifest["variants"] else "fp32"
     if options is None:
         options = DecodingOptions(**b.manifest.get("decoding", {}))
-    return Captioner(b, create_engine(backend, b, precision, **engine_options), options)
+    return Captioner(b, create_engine(backend, b, precision, **engine_options), options, precision)

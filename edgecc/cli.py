@@ -53,7 +53,8 @@ def caption(
     post: Path = typer.Argument(..., help="After image, same place."),
     model: Path | None = typer.Option(None, "--model", "-m", help="Bundle dir or model name (default, teacher)."),
     backend: str = typer.Option("ort-cpu", help="Engine backend (see `edgecc doctor`)."),
-    precision: str = typer.Option("fp32", help="Bundle variant: fp32, fp16, int8."),
+    precision: str | None = typer.Option(None, help="Bundle variant: fp32, fp16, int8 (default: the bundle's "
+                                         "recommendation on CPU, int8 for the student; else fp32)."),
     beam: int | None = typer.Option(None, help="Beam size (1 = greedy; default: the bundle's recommendation)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     geojson: Path | None = typer.Option(None, help="Write changed tiles with captions as GeoJSON."),
@@ -84,14 +85,14 @@ def caption(
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the shell turns every failure into one line
         _fail(e)
     if as_json:
-        typer.echo(json.dumps(scene_json(scene, captioner.bundle.name)))
+        typer.echo(json.dumps(scene_json(scene, captioner.bundle.name, captioner.precision)))
         return
     typer.echo(scene.caption)
     if len(scene.tiles) > 1:
         typer.echo(scene.summary, err=True)
 
 
-def scene_json(scene, model_name: str) -> dict:
+def scene_json(scene, model_name: str, precision: str | None = None) -> dict:
     t = scene.timings
     return {
         "caption": scene.caption,
@@ -103,6 +104,7 @@ def scene_json(scene, model_name: str) -> dict:
             "total": round(t.get("total_s", 0.0) * 1e3, 2),
         },
         "model": model_name,
+        "precision": precision,
         "tiles": [
             {"col": x.col, "row": x.row, "width": x.width, "height": x.height, "caption": x.caption,
              "changed": x.changed, "change_score": round(x.change_score, 4)}

@@ -129,3 +129,12 @@ def test_teacher_is_available_by_name():
     r = runner.invoke(app, ["caption", str(ROOT / "examples/data/pre.png"), str(ROOT / "examples/data/post.png"),
                             "--model", "teacher"])
     assert r.exit_code == 0 and r.stdout.strip(), r.output
+
+
+def test_cpu_precision_follows_the_bundle_recommendation(tiny_bundle, png_pair):
+    pair = [str(ROOT / "examples/data/pre.png"), str(ROOT / "examples/data/post.png")]
+    for extra, want in (([], "int8"), (["--precision", "fp32"], "fp32")):  # the student recommends int8 on CPU
+        r = runner.invoke(app, ["caption", *pair, "--json", *extra])
+        assert r.exit_code == 0 and json.loads(r.stdout)["precision"] == want, r.output
+    r = runner.invoke(app, ["caption", *map(str, png_pair), "--model", str(tiny_bundle), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["precision"] == "fp32"  # no recommendation: fp32
