@@ -192,8 +192,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, opts: ExportOptions =
         train_meta = ck.get("train", {})
         params = sum(p.numel() for p in model.parameters())
         gflops = count_gflops(model, S)
-        state_shapes = {k: [s if s != "B" else "B" for s in (model.decoder.state_shapes()[k] if student else
-                                                             [L, "B", h, 0, dh])] for k in names}
+        state_shapes = model.decoder.state_shapes() if student else {k: [L, "B", h, 0, dh] for k in names}
         if student:
             from edgecc.train.student import state_bytes_per_sequence
 

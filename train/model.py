@@ -45,8 +45,21 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
+class TrunkGeometry:
+    """Shared by the teacher's and the student's configs: trunk width and token grid from `trunk_blocks`,
+    `image_size` and (student) `input_pool`."""
+
+    @property
+    def trunk_channels(self) -> int:
+        return lite0_channels(self.trunk_blocks)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // getattr(self, "input_pool", 1) // lite0_stride(self.trunk_blocks)
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(TrunkGeometry):
     """Hyperparameters; they travel in the bundle manifest, never in CLI flags."""
 
     vocab_size: int
@@ -62,13 +75,6 @@ class ModelConfig:
     image_size: int = 256
     dropout: float = 0.1
 
-    @property
-    def trunk_channels(self) -> int:
-        return lite0_channels(self.trunk_blocks)
-
-    @property
-    def grid(self) -> int:
-        return self.image_size // lite0_stride(self.trunk_blocks)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -26,14 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import Lite0Trunk, _Attention, _ResBlock, lite0_channels, lite0_stride
+from .model import Lite0Trunk, TrunkGeometry, _Attention, _ResBlock
 from .ops import diff_attention
 
 ARCH = "edgecc-student-v1"
 
 
 @dataclass(frozen=True)
-class StudentConfig:
+class StudentConfig(TrunkGeometry):
     """Hyperparameters; they travel in the bundle manifest."""
 
     vocab_size: int
@@ -57,14 +57,6 @@ class StudentConfig:
     head_dim: int = 32  # mamba: channels per SSM head
     conv: int = 4  # mamba: causal conv width
     dropout: float = 0.1
-
-    @property
-    def trunk_channels(self) -> int:
-        return lite0_channels(self.trunk_blocks)
-
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.input_pool // lite0_stride(self.trunk_blocks)
 
     @property
     def n_memory(self) -> int:
