@@ -23,6 +23,7 @@ class Captioner:
     engine: object
     options: DecodingOptions = DecodingOptions()
     precision: str = "fp32"  # the bundle variant the engine runs
+    threshold: float | None = None  # change_score at or above which a pair is changed (None: the bundle's)
 
     @property
     def input_size(self) -> int:
@@ -30,7 +31,7 @@ class Captioner:
 
     @property
     def gate_threshold(self) -> float:
-        return float(self.bundle.manifest["gate"]["threshold"])
+        return float(self.bundle.manifest["gate"]["threshold"] if self.threshold is None else self.threshold)
 
     def caption_batch(self, pre: np.ndarray, post: np.ndarray) -> list[Caption]:
         """uint8 [B,S,S,3] RGB x2 (S = input_size) -> B captions."""
@@ -61,13 +62,16 @@ class Captioner:
 
 
 def load(bundle: str | Path | None = None, backend: str = "ort-cpu", precision: str | None = None,
-         options: DecodingOptions | None = None, **engine_options) -> Captioner:
+         options: DecodingOptions | None = None, threshold: float | None = None, **engine_options) -> Captioner:
     """Open a bundle (default: the bundled model), verify its files, and build an engine for it.
 
     Precision None: on a CPU backend the bundle's recommendation (manifest "runtime" "cpu_precision": the
     student's int8, measured as fast and as good), else fp32. Decoding options default to the bundle's
-    recommendation (manifest "decoding", e.g. beam size 2).
+    recommendation (manifest "decoding", e.g. beam size 2). `threshold` overrides the bundle's change threshold
+    (manifest "gate" "threshold"; `change_score` is a calibrated probability, see README).
     """
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
     from .engines import BACKENDS
 
     b = Bundle.open(bundle)
@@ -77,4 +81,4 @@ def load(bundle: str | Path | None = None, backend: str = "ort-cpu", precision: 
         precision = rec if rec in b.manifest["variants"] else "fp32"
     if options is None:
         options = DecodingOptions(**b.manifest.get("decoding", {}))
-    return Captioner(b, create_engine(backend, b, precision, **engine_options), options, precision)
+    return Captioner(b, create_engine(backend, b, precision, **engine_options), options, precision, threshold)

@@ -56,6 +56,8 @@ def caption(
     precision: str | None = typer.Option(None, help="Bundle variant: fp32, fp16, int8 (default: the bundle's "
                                          "recommendation on CPU, int8 for the student; else fp32)."),
     beam: int | None = typer.Option(None, help="Beam size (1 = greedy; default: the bundle's recommendation)."),
+    threshold: float | None = typer.Option(None, help="Change threshold on change_score, a calibrated probability "
+                                           "(default: the bundle's, 0.5). Lower: more recall, more false alarms."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     geojson: Path | None = typer.Option(None, help="Write changed tiles with captions as GeoJSON."),
     geojson_crs: str = typer.Option("image", help="GeoJSON coordinates: 'image' (the image CRS) or 'EPSG:4326'."),
@@ -74,7 +76,7 @@ def caption(
         from edgecc.tiling import TileOptions
 
         options = DecodingOptions(beam_size=beam) if beam else None
-        captioner = edgecc.load(model, backend=backend, precision=precision, options=options)
+        captioner = edgecc.load(model, backend=backend, precision=precision, options=options, threshold=threshold)
         scene = captioner.caption(
             pre, post, ReadOptions(bands=_parse_bands(bands), resize=resize),
             TileOptions(tile=captioner.input_size, overlap=overlap, batch=batch, progress=progress and not as_json),
@@ -320,6 +322,53 @@ def evaluate(
     typer.echo(json.dumps(rep) if as_json else format_report(rep))
 
 
+@app.command("eval-real")
+def eval_real(
+    data: Path = typer.Option(..., help="The folder with real_pairs/ (and levircc/ for the synth pairs)."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Bundle dir or model name (default, teacher)."),
+    precision: str | None = typer.Option(None, help="Bundle variant (default: the bundle's CPU recommendation)."),
+    out: Path | None = typer.Option(None, help="Write the report as JSON here (e.g. benchmarks/results/real-*.json)."),
+    captions: bool = typer.Option(True, help="Caption changed tiles and check (x, x) on every real image."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Judge a bundle on real pairs, leave-one-source-out: recall, false alarms, AUROC, ECE, mask F1, invariance."""
+    try:
+        from edgecc.train.evaluate_real import RealEvalOptions, evaluate_real, format_real_report
+
+        rep = evaluate_real(model, RealEvalOptions(data=str(data), precision=precision), captions=captions)
+        if out:
+            _write_json(out, rep)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    typer.echo(json.dumps(rep) if as_json else format_real_report(rep))
+
+
+@app.command("fit-gate")
+def fit_gate(
+    data: Path = typer.Option(..., help="The folder with real_pairs/ (and levircc/ for the synth pairs)."),
+    model: Path = typer.Option(..., "--model", "-m", help="Bundle directory to put the gate into (rewritten)."),
+):
+    """Fit the change gate on real labelled pairs and install it in a bundle (gate.onnx, validated, manifest)."""
+    try:
+        from edgecc.export.gate import install_gate
+        from edgecc.train.evaluate_real import RealEvalOptions, fit_shipped_gate
+
+        head, info = fit_shipped_gate(model, RealEvalOptions(data=str(data)))
+        m = install_gate(model, head, info)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    g = m["gate"]
+    typer.echo(f"gate.onnx installed in {model}: identity score {g['identity_score']}, threshold {g['threshold']}")
+
+
+def _write_json(path: Path, obj) -> None:
+    """Write JSON atomically (temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+
+
 @app.command()
 def quantize(
     bundle: Path = typer.Argument(..., help="Bundle directory with an fp32 variant; variants are added in place."),
@@ -397,6 +446,8 @@ def watch(
     snapshots: Path | None = typer.Option(None, help="Write a pre|post PNG per event into this folder."),
     stats: bool = typer.Option(False, "--stats", help="Print counters and stage latencies as JSON on exit."),
     max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after this many source frames."),
+    threshold: float | None = typer.Option(None, help="Change threshold on change_score, a calibrated probability "
+                                           "(default: the bundle's)."),
 ):
     """Watch a live source for changes against a reference; one JSON line per change event."""
     try:
@@ -405,7 +456,7 @@ def watch(
         from edgecc.stream import watch as run_watch
 
         opts = WatchOptions(every=every, deadline_ms=deadline_ms, follow=follow, replay=replay, max_frames=max_frames)
-        st = run_watch(edgecc.load(model), source, reference, events, opts, snapshots=snapshots)
+        st = run_watch(edgecc.load(model, threshold=threshold), source, reference, events, opts, snapshots=snapshots)
     except Exception as e:  # noqa: BLE001
         _fail(e)
     typer.echo(json.dumps(st.as_dict()) if stats else format_stats(st), err=not stats)

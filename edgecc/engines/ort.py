@@ -86,6 +86,11 @@ class OrtEngine:
             self.fusion_op = bundle.manifest["fusion"]
         else:
             self.encoder = session(files["encoder"], threads)
+        # the change gate taught by real imagery (gate.onnx: both dates' trunk tokens -> gate_prob, mask) replaces the
+        # fusion graph's gate where the bundle has it; the standard form then also runs the trunk for the tokens
+        self.gate = session(files["gate"], 1) if "gate" in files else None
+        if self.gate is not None and self.fusion != "split":
+            self.trunk = session(files["trunk"], threads)
         self.decoder = session(files["decoder"], decoder_threads)
         self.decoder_inputs = {i.name for i in self.decoder.get_inputs()}  # a Mamba decoder takes no position
 
@@ -100,6 +105,11 @@ class OrtEngine:
             gate, mask, *mem = self.fuse.run(None, {"ta": ta, "tb": tb, "att": att})
         else:
             gate, mask, *mem = self.encoder.run(None, {"pre": pre, "post": post})
+            if self.gate is not None:
+                t = self.trunk.run(None, {"img": np.concatenate([pre, post])})[0]
+                ta, tb = t[: len(pre)], t[len(pre):]
+        if self.gate is not None:
+            gate, mask = self.gate.run(None, {"ta": ta, "tb": tb})  # [B], [B,G,G]
         return Encoded(gate_prob=gate, mask=mask, memory=dict(zip(self.memory_names, mem)))
 
     def initial_state(self, enc: Encoded) -> dict[str, np.ndarray]:
