@@ -138,3 +138,15 @@ def test_cpu_precision_follows_the_bundle_recommendation(tiny_bundle, png_pair):
         assert r.exit_code == 0 and json.loads(r.stdout)["precision"] == want, r.output
     r = runner.invoke(app, ["caption", *map(str, png_pair), "--model", str(tiny_bundle), "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["precision"] == "fp32"  # no recommendation: fp32
+
+
+def test_threshold_option_moves_the_call():
+    pair = [str(ROOT / "examples/data/pre.png"), str(ROOT / "examples/data/post.png")]
+    default = json.loads(runner.invoke(app, ["caption", *pair, "--json"]).stdout)
+    strict = runner.invoke(app, ["caption", *pair, "--json", "--threshold", "1.0"])
+    assert strict.exit_code == 0, strict.output
+    strict = json.loads(strict.stdout)
+    assert default["changed"] and not strict["changed"]
+    assert strict["change_score"] == default["change_score"]  # the score is the model's; only the call moves
+    bad = runner.invoke(app, ["caption", *pair, "--threshold", "2"])
+    assert bad.exit_code != 0 and "threshold" in bad.output and "Traceback" not in bad.output

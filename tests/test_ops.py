@@ -95,7 +95,7 @@ def test_switch_and_tracing_select_the_reference(native, monkeypatch):
     _close(ops.diff_attention(a, b, 2), ops.diff_attention_reference(a, b, 2))
     monkeypatch.delenv("EDGECC_FUSED")
     traced = torch.jit.trace(lambda x, y: ops.diff_attention(x, y, 2, 3), (a, b), check_trace=False)  # the reference
-    assert "edgecc" not in str(traced.graph)
+    assert not any(n.kind().startswith("edgecc::") for n in traced.graph.nodes())  # no custom op (paths may say edgecc)
     _close(traced(a, b), ops.diff_attention_reference(a, b, 2, 3))
 
 
