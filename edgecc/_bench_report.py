@@ -64,17 +64,39 @@ def _decoding(bundle: dict) -> str:
 
 
 def print_table(report: dict, console=None) -> None:
+    """The rows that ran (columns empty in all of them left out), then the skipped ones as a short list by reason."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console(width=None if sys.stdout.isatty() else 220)  # files and pipes get every column
+    rows = [r for r in report["rows"] if r["status"] != "skipped"]
+    cells = [_cells(r) for r in rows]
+    keep = [i for i in range(len(_COLUMNS)) if i < 4 or any(c[i] not in ("-", "") for c in cells)]
     table = Table(title="edgecc bench", caption=_caption(report), show_lines=False)
-    for head, _, _ in _COLUMNS:
+    for i in keep:
+        head = _COLUMNS[i][0]
         table.add_column(head, overflow="fold", no_wrap=head != "reason", min_width=24 if head == "reason" else None)
-    style = {"ok": None, "skipped": "dim", "failed": "red"}
-    for r in report["rows"]:
-        table.add_row(*_cells(r), style=style.get(r["status"]))
+    for r, c in zip(rows, cells, strict=True):
+        table.add_row(*(c[i] for i in keep), style="red" if r["status"] == "failed" else None)
     console.print(table)
+    if skipped := skipped_list(report["rows"]):
+        console.print(skipped, markup=False, highlight=False)
+
+
+def skipped_list(rows: list[dict]) -> str:
+    """The skipped rows, one line per reason ("  ort-cuda fp32/fp16/int8, ort-tensorrt fp32: <reason>"), batch sizes
+    folded; "" when nothing was skipped."""
+    by_reason: dict[str, dict[str, list[str]]] = {}
+    for r in rows:
+        if r["status"] == "skipped":
+            precs = by_reason.setdefault(r["reason"] or "no reason given", {}).setdefault(r["backend"], [])
+            if r["precision"] not in precs:
+                precs.append(r["precision"])
+    lines = []
+    for reason, backends in by_reason.items():
+        which = ", ".join(f"{b} {'/'.join(p)}" for b, p in backends.items())
+        lines.append(f"  {which}: {reason}")
+    return "\n".join(["skipped (cannot run here):", *lines]) if lines else ""
 
 
 def to_markdown(report: dict) -> str:

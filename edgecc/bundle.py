@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._atomic import atomic_path
 from .errors import BundleError
 from .vocab import Vocab
 
@@ -109,13 +110,26 @@ class Bundle:
             raise BundleError(f"{self.root}: no {precision} variant in this bundle (has: {', '.join(variants)})")
         return variants[precision]
 
+    @property
+    def cpu_precision(self) -> str:
+        """The variant run on a CPU backend by default: the manifest's recommendation ("runtime" "cpu_precision")
+        when the bundle has that variant, else fp32."""
+        rec = self.manifest.get("runtime", {}).get("cpu_precision", "fp32")
+        return rec if rec in self.manifest["variants"] else "fp32"
+
+    def variant_metrics(self, precision: str) -> dict:
+        """A variant's test metrics from the manifest (metrics, changed, gate_accuracy, ...); {} if not measured."""
+        m = self.manifest
+        v = m["variants"].get(precision, {})
+        return v.get("test_metrics") or (m.get("metrics") if precision == m.get("precision", "fp32") else None) or {}
+
     def variants_info(self) -> list[dict]:
         """One row per precision variant: size, compute, decoder state and LEVIR-CC-synth test metrics."""
         m = self.manifest
         rows = []
         for prec, v in m["variants"].items():
             graphs = sorted({f for f in v.values() if isinstance(f, str) and f in m["files"]})
-            met = v.get("test_metrics") or (m.get("metrics") if prec == m.get("precision", "fp32") else None) or {}
+            met = self.variant_metrics(prec)
             rows.append({
                 "name": f"{self.name}:{prec}",
                 "precision": prec,
@@ -150,7 +164,6 @@ def write_manifest(root: str | Path, manifest: dict) -> dict:
     manifest["files"] = {
         name: {"sha256": sha256_file(root / name), "bytes": (root / name).stat().st_size} for name in manifest["files"]
     }
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    tmp.replace(root / MANIFEST)
+    with atomic_path(root / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return manifest

@@ -10,12 +10,40 @@
 from __future__ import annotations
 
 import json
-import sys
+import os
+import warnings
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class _Shell(TyperGroup):
+    """`--debug` anywhere on the line; Ctrl-C is `edgecc: interrupted` (exit 130); a warning is one line."""
+
+    def parse_args(self, ctx, args):
+        cut = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[:cut]:  # also after the subcommand: `edgecc caption a b --debug`
+            args = ["--debug", *(a for a in args[:cut] if a != "--debug"), *args[cut:]]
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        with warnings.catch_warnings():  # restores showwarning after (CliRunner runs in the caller's process)
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except KeyboardInterrupt:
+                typer.echo("edgecc: interrupted", err=True)
+                raise typer.Exit(130) from None
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`edgecc: warning: <message>`: no Python file, line number or source line."""
+    text = str(message).strip()
+    typer.echo(f"edgecc: warning: {text.splitlines()[0] if text else category.__name__}", err=True)
+
+
+app = typer.Typer(cls=_Shell, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Change captioning at the edge: two images of the same place in, one sentence out.")
 
 _DEBUG = {"on": False}
@@ -43,7 +71,7 @@ def _parse_bands(bands: str | None):
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")):
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors (anywhere on the line).")):
     _DEBUG["on"] = debug
 
 
@@ -64,9 +92,11 @@ def caption(
     heatmap: Path | None = typer.Option(None, help="Write the change-probability heatmap (GeoTIFF or PNG)."),
     bands: str | None = typer.Option(None, help="1-based bands to use as RGB, e.g. 3,2,1."),
     resize: bool = typer.Option(False, help="Resize the after image to the before image if sizes differ."),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", min=1, help="Refuse images whose header claims more "
+                                          "pixels than this (default 2^31; a guard against corrupt headers)."),
     overlap: int = typer.Option(32, help="Tile overlap in pixels for large scenes."),
     batch: int = typer.Option(8, help="Tiles per inference batch."),
-    progress: bool = typer.Option(True, help="Progress bar for large scenes."),
+    progress: bool = typer.Option(True, help="Progress bar for large scenes (on stderr, when a terminal)."),
 ):
     """Caption what changed between two images of the same place."""
     try:
@@ -77,14 +107,15 @@ def caption(
 
         options = DecodingOptions(beam_size=beam) if beam else None
         captioner = edgecc.load(model, backend=backend, precision=precision, options=options, threshold=threshold)
+        limit = {"max_pixels": max_pixels} if max_pixels else {}
         scene = captioner.caption(
-            pre, post, ReadOptions(bands=_parse_bands(bands), resize=resize),
-            TileOptions(tile=captioner.input_size, overlap=overlap, batch=batch, progress=progress and not as_json),
+            pre, post, ReadOptions(bands=_parse_bands(bands), resize=resize, **limit),
+            TileOptions(tile=captioner.input_size, overlap=overlap, batch=batch, progress=progress),
             geojson=geojson, heatmap=heatmap, geojson_crs=geojson_crs,
         )
     except typer.BadParameter:
         raise
-    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the shell turns every failure into one line
+    except Exception as e:  # noqa: BLE001 - the shell turns every failure into one line
         _fail(e)
     if as_json:
         typer.echo(json.dumps(scene_json(scene, captioner.bundle.name, captioner.precision)))
@@ -118,37 +149,49 @@ def scene_json(scene, model_name: str, precision: str | None = None) -> dict:
 
 
 @app.command()
-def info(model: str | None = typer.Argument(None, help="Bundle dir or model name (default, teacher)."),
+def info(model: str | None = typer.Argument(None, help="Bundle dir or model name (default, teacher); or --model."),
+         model_option: str | None = typer.Option(None, "--model", "-m", help="Bundle dir or model name, as for "
+                                                 "`edgecc caption --model`."),
          as_json: bool = typer.Option(False, "--json", help="Variants as JSON (size, GFLOPs, state, metrics).")):
-    """Show a bundle's manifest: model, inputs, precision variants and evaluation metrics."""
+    """Show a bundle's manifest: model, inputs, precision variants and the metrics of the variant that runs."""
+    if model and model_option and model != model_option:
+        raise typer.BadParameter(f"two models given ({model} and --model {model_option}); give one")
     try:
         from edgecc.bundle import Bundle, bundled_models
 
-        b = Bundle.open(model)
+        b = Bundle.open(model_option or model)
     except Exception as e:  # noqa: BLE001
         _fail(e)
-    m = b.manifest
+    m, runs = b.manifest, b.cpu_precision
     if as_json:
-        typer.echo(json.dumps({"bundle": str(b.root), "name": b.name, "arch": m.get("arch"),
+        typer.echo(json.dumps({"bundle": str(b.root), "name": b.name, "arch": m.get("arch"), "cpu_precision": runs,
                                "bundled_models": {k: str(v) for k, v in bundled_models().items()},
                                "variants": b.variants_info()}, indent=2))
         return
-    typer.echo(f"bundle      {b.root}")
-    typer.echo(f"name        {m.get('name')}  ({m.get('arch')}, {m.get('params', 0) / 1e6:.2f}M params)")
-    typer.echo(f"input       {m['input']['size']}x{m['input']['size']} {','.join(m['input']['bands'])} uint8")
-    typer.echo(f"variants    {', '.join(m['variants'])}   opset {m.get('opset')}")
-    typer.echo(f"gate        threshold {m['gate']['threshold']}")
-    for name, meta in m["files"].items():
-        typer.echo(f"file        {name:14s} {meta['bytes'] / 1e6:7.2f} MB  sha256 {meta['sha256'][:16]}…")
-    metrics = m.get("metrics") or {}
-    if metrics:
-        label = "LEVIR-CC-synth" if metrics.get("dataset") == "levircc-synth" else metrics.get("dataset")
-        typer.echo(f"metrics     {label} {metrics.get('split')} n={metrics.get('n')}")
-        for k in ("metrics", "changed"):
-            sub = metrics.get(k, {})
-            sub = sub.get("metrics", sub) if k == "changed" else sub
-            typer.echo(f"  {k:9s} " + "  ".join(f"{n} {v:.3f}" for n, v in sub.items()))
-        typer.echo(f"  gate accuracy {metrics.get('gate_accuracy')}   mask IoU {metrics.get('mask_iou')}")
+    rows = [("bundle", str(b.root)),
+            ("name", f"{m.get('name')}  ({m.get('arch')}, {m.get('params', 0) / 1e6:.2f}M params)"),
+            ("input", f"{m['input']['size']}x{m['input']['size']} {','.join(m['input']['bands'])} uint8"),
+            ("variants", f"{', '.join(m['variants'])}  ({runs} runs by default on CPU; opset {m.get('opset')})"),
+            ("gate", f"threshold {m['gate']['threshold']}")]
+    width = max(map(len, m["files"]))
+    rows += [("file", f"{name:<{width}}  {meta['bytes'] / 1e6:7.2f} MB  sha256 {meta['sha256'][:16]}…")
+             for name, meta in m["files"].items()]
+    met = b.variant_metrics(runs)
+    if met:
+        label = "LEVIR-CC-synth" if met.get("dataset") == "levircc-synth" else met.get("dataset")
+        beam = f", beam {met['beam_size']}" if met.get("beam_size") else ""
+        rows.append(("metrics", f"{runs} (the default) on {label} {met.get('split')}, n={met.get('n')}{beam}"))
+        for head, sub in (("  all", met.get("metrics", {})), ("  changed", met.get("changed", {}).get("metrics", {}))):
+            rows.append((head, "  ".join(f"{n} {v:.3f}" for n, v in sub.items())))
+        rows.append(("  gate", f"accuracy {_num(met.get('gate_accuracy'))}  mask IoU {_num(met.get('mask_iou'))}"))
+    else:
+        rows.append(("metrics", f"{runs}: not measured"))
+    for label, text in rows:
+        typer.echo(f"{label:<12}{text}")
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
 
 
 @app.command()
@@ -463,11 +506,8 @@ def watch(
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        typer.echo("edgecc: interrupted", err=True)
-        sys.exit(130)
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # before cv2 loads: no OpenCV warnings beside our errors
+    app()
 
 
 if __name__ == "__main__":

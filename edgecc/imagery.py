@@ -14,7 +14,7 @@ PNG/JPEG go through OpenCV and need no rasterio. Rules:
   per raster). An alpha band / channel, the nodata value and NaN become the `valid` mask.
 - A georeferenced pair on different grids (CRS, resolution, origin) is resampled onto the pre image's grid
   (rasterio WarpedVRT, bilinear); non-overlapping footprints are an `ImageryError`. A non-georeferenced pair of
-  different sizes is an error unless `ReadOptions(resize=True)`.
+  different sizes is an error unless `ReadOptions(resize=True)` (`--resize` on the command line).
 - Pixels are only ever read per window: a 10k x 10k scene is never held in memory at once (PNG/JPEG excepted:
   OpenCV decodes those whole, as uint8/uint16).
 """
@@ -25,6 +25,7 @@ import math
 import os
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,8 +131,8 @@ def open_raster(path: str | os.PathLike, *, max_pixels: int = 2**31) -> Raster:
         raise ImageryError(f"{p}: image has no pixels ({raster.width} x {raster.height} x {raster.count})")
     if raster.width * raster.height > max_pixels:
         raise ImageryError(
-            f"{p}: header claims {raster.width} x {raster.height} pixels, more than max_pixels={max_pixels} "
-            "(corrupt header? raise ReadOptions.max_pixels if the image is real)"
+            f"{p}: header claims {raster.width} x {raster.height} pixels, more than the limit of {max_pixels} "
+            "(corrupt header? if the image is real, raise the limit: --max-pixels, API: ReadOptions.max_pixels)"
         )
     return raster
 
@@ -233,7 +234,8 @@ def read_pair(pre_path: str | os.PathLike, post_path: str | os.PathLike, opts: R
             if not opts.resize:
                 raise ImageryError(
                     f"{post.path}: {post.width} x {post.height} pixels but {pre.path} is {pre.width} x {pre.height} "
-                    "and the pair is not georeferenced; pass ReadOptions(resize=True) to resize post to pre"
+                    "and the pair is not georeferenced; use --resize (API: ReadOptions(resize=True)) to resize post "
+                    "to pre"
                 )
             _warn(f"{post.path}: resized from {post.width} x {post.height} to {pre.width} x {pre.height} to match pre")
             scale_to = (pre.width, pre.height)
@@ -418,6 +420,7 @@ def _decode_cv2(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
     try:
         buf = np.fromfile(p, dtype=np.uint8)
+        check_png(p, buf)
         arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except (OSError, cv2.error) as e:
         raise ImageryError(f"{p}: not a readable image ({_gdal_message(e)})") from e
@@ -432,6 +435,27 @@ def _decode_cv2(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
     elif arr.shape[2] == 3:
         arr = np.ascontiguousarray(arr[:, :, ::-1])  # BGR -> RGB
     return arr, valid
+
+
+def check_png(p: Path, data: np.ndarray) -> None:
+    """If uint8 `data` is a PNG, walk its chunks: ImageryError on truncation or a CRC error (libpng would print its
+    own line on stderr for these, beside ours)."""
+    if data[:8].tobytes() != _PNG_MAGIC:
+        return
+    mv, pos = memoryview(data), 8
+    while True:
+        if pos + 12 > len(mv):
+            raise ImageryError(f"{p}: not a readable image (truncated PNG: it ends at byte {len(mv)}, no IEND chunk)")
+        n, kind = struct.unpack(">I4s", mv[pos : pos + 8])
+        kind, end = kind.decode("ascii", "replace"), pos + 12 + n
+        if end > len(mv):
+            raise ImageryError(f"{p}: not a readable image (truncated PNG: the {kind} chunk at byte {pos} runs to "
+                               f"byte {end}, the file has {len(mv)})")
+        if zlib.crc32(mv[pos + 4 : end - 4]) != struct.unpack(">I", mv[end - 4 : end])[0]:
+            raise ImageryError(f"{p}: not a readable image (corrupt PNG: CRC error in the {kind} chunk at byte {pos})")
+        if kind == "IEND":
+            return
+        pos = end
 
 
 # ---------------------------------------------------------------------------------------------- readers
@@ -452,10 +476,11 @@ def _select_bands(raster: Raster, opts: ReadOptions) -> tuple[int, int, int]:
         _warn(f"{raster.path}: single band; replicated to RGB")
         return (1, 1, 1)
     if raster.count == 2:
-        _warn(f"{raster.path}: 2 bands; using band 1 as grey (pass ReadOptions(bands=...) to choose)")
+        _warn(f"{raster.path}: 2 bands; using band 1 as grey (choose with --bands, API: ReadOptions.bands)")
         return (1, 1, 1)
     if raster.count > 3:
-        _warn(f"{raster.path}: {raster.count} bands; using bands 1, 2, 3 as RGB (pass ReadOptions(bands=...))")
+        _warn(f"{raster.path}: {raster.count} bands; using bands 1, 2, 3 as RGB (choose with --bands, API: "
+              "ReadOptions.bands)")
     return (1, 2, 3)
 
 

@@ -11,10 +11,11 @@
 uint8 [B,S,S,3] RGB and each Caption has `text`, `changed`, `change_score` and `mask` (float32 [h,w] change
 probability at low resolution, or None). Tiles are read window by window from both rasters, a batch at a time
 (the next batch is read on a helper thread while the model runs); memory is bounded by the batch and the
-reduced-resolution heatmap (long side <= 2560: a 10k x 10k scene gives 2500 x 2500 float32, 25 MB).
+reduced-resolution heatmap (one heatmap pixel per 8 scene pixels, long side <= 2560: a 10k x 10k scene gives
+1250 x 1250 float32, twice: 12.5 MB).
 
-Outputs are written to a temporary file in the target directory and `os.replace`d into place, so a failure
-leaves either the old file or nothing, never a partial one.
+Outputs are written to a temporary file in the target directory and renamed into place (`edgecc._atomic`), so a
+failure leaves either the old file or nothing, never a partial one.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import re
 import time
-import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,12 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecc._atomic import atomic_path, make_dir
 from edgecc.decoding import NO_CHANGE_CAPTION
 from edgecc.imagery import Pair, _pixel_corners
 
 __all__ = ["TileOptions", "TileResult", "SceneResult", "tile_grid", "caption_scene"]
 
+_HEATMAP_STEP = 8  # scene pixels per heatmap pixel (more when the long side would exceed _HEATMAP_SIDE)
 _HEATMAP_SIDE = 2560  # the heatmap's long side is at most this (integer downscale of the pre grid)
+HEATMAP_NODATA = -1.0  # heatmap pixels no valid tile covered (outside the overlap, nodata, skipped tiles)
 _HEATMAP_SUFFIXES = (".tif", ".tiff", ".png")
 
 
@@ -49,7 +52,7 @@ class TileOptions:
         tile: tile side in scene pixels; tiles are resized to `captioner.input_size` when it differs.
         overlap: pixels shared by neighbouring tiles.
         batch: tiles per `caption_batch` call.
-        progress: show a rich progress bar when there are more than 16 tiles.
+        progress: show a rich progress bar on stderr, when it is a terminal and there are more than 16 tiles.
         min_valid: skip tiles whose valid (non-nodata, covered by both images) fraction is below this.
     """
 
@@ -133,11 +136,18 @@ def caption_scene(
 ) -> SceneResult:
     """Caption every tile of a pair and summarize the scene.
 
+    The scene caption is the caption most changed tiles share (ties: the one with the highest change_score), or,
+    when no tile changed, the most common caption. Tile captions are compared and reported without their
+    position words ("in the upper left corner of the scene" is where in the tile, not where in the scene) once the
+    scene has more than one tile; each tile keeps its own caption in `tiles` and the GeoJSON.
+
     Args:
         captioner: object with `input_size` and `caption_batch(pre, post)` (see the module docstring).
         pair: from `edgecc.imagery.read_pair`; tiles are windows of its (pre) grid.
         heatmap_path: ".tif"/".tiff": float32 GeoTIFF of change probability with the pre image's CRS and a
-            scaled transform (needs rasterio); ".png": uint8 0-255. Reduced resolution, max over tile overlaps.
+            scaled transform (needs rasterio), nodata `HEATMAP_NODATA` where no valid tile looked; ".png": uint8
+            0-255 (0 there too). One pixel per 8 scene pixels (or more, long side <= 2560); overlapping tiles are
+            blended, each weighted by closeness to its own centre, so tile seams do not show.
         geojson_path: FeatureCollection of the changed tiles (properties: caption, change_score, col, row).
         geojson_crs: "image" (the pre image's CRS, named in a "crs" member; pixel coordinates when the pair is
             not georeferenced) or "EPSG:4326" (RFC 7946 lon/lat, needs a georeferenced pair).
@@ -150,12 +160,15 @@ def caption_scene(
     if heatmap_path is not None and Path(heatmap_path).suffix.lower() not in _HEATMAP_SUFFIXES:
         suffix = Path(heatmap_path).suffix
         raise ValueError(f"{heatmap_path}: heatmap must be .tif/.tiff (GeoTIFF) or .png, not {suffix!r}")
+    for out in (heatmap_path, geojson_path):
+        if out is not None:
+            make_dir(Path(out).parent, out)  # a bad output path fails before the work, not after
     size = int(captioner.input_size)
     windows = tile_grid(pair.width, pair.height, opts.tile, opts.overlap)
-    scale = max(1, math.ceil(max(pair.width, pair.height) / _HEATMAP_SIDE))
+    scale = max(_HEATMAP_STEP, math.ceil(max(pair.width, pair.height) / _HEATMAP_SIDE))
     heat = None
-    if heatmap_path is not None:  # [ceil(H/s), ceil(W/s)] float32, max of tile masks
-        heat = np.zeros((math.ceil(pair.height / scale), math.ceil(pair.width / scale)), np.float32)
+    if heatmap_path is not None:  # weighted sum and weights of tile masks, each [ceil(H/s), ceil(W/s)] float32
+        heat = np.zeros((2, math.ceil(pair.height / scale), math.ceil(pair.width / scale)), np.float32)
 
     batches = [windows[i : i + opts.batch] for i in range(0, len(windows), opts.batch)]
     results: list[TileResult] = []
@@ -168,7 +181,7 @@ def caption_scene(
         out = [_read_tile(pair, w, opts.tile, size) for w in batch]
         return out, time.perf_counter() - t0
 
-    progress = _progress(len(windows)) if opts.progress and len(windows) > 16 else None
+    progress = _progress() if opts.progress and len(windows) > 16 else None
     task = progress.add_task("captioning tiles", total=len(windows)) if progress else None
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecc-read")  # reads batch i+1 during model(i)
     try:
@@ -209,6 +222,9 @@ def caption_scene(
     changed = [t for t in results if t.changed]
     t0 = time.perf_counter()
     if heatmap_path is not None:
+        weighted, weight = heat
+        heat = np.full_like(weight, HEATMAP_NODATA)
+        np.divide(weighted, weight, out=heat, where=weight > 0)
         _write_heatmap(Path(heatmap_path), heat, pair, scale)
     if geojson_path is not None:
         _write_geojson(Path(geojson_path), changed, pair, geojson_crs)
@@ -260,35 +276,57 @@ def _tile_result(pair: Pair, win, cap) -> TileResult:
 
 
 def _accumulate(heat: np.ndarray, scale: int, win, cap, valid: np.ndarray, tile: int) -> None:
-    """Max the tile's change mask (upsampled to the window at heatmap scale) into heat [Hs,Ws]."""
+    """Add the tile's change mask, weighted by closeness to the tile centre and by valid pixels, into heat
+    [2,Hs,Ws] (weighted sum, weights), area-averaged over each heatmap pixel's `scale` x `scale` scene pixels."""
     import cv2
 
     col, row, w, h = win
-    r0, c0 = row // scale, col // scale
-    r1, c1 = min(math.ceil((row + h) / scale), heat.shape[0]), min(math.ceil((col + w) / scale), heat.shape[1])
-    if r1 <= r0 or c1 <= c0:
-        return
     if cap.mask is None:
-        up = np.full((r1 - r0, c1 - c0), float(cap.change_score), np.float32)
-    else:
-        m = np.asarray(cap.mask, np.float32)  # [mh,mw] over the (padded) tile x tile input
-        if w < tile or h < tile:  # upsample over the padded tile, then crop the padding away
-            full = max(c1 - c0, r1 - r0, math.ceil(tile / scale))
-            up = cv2.resize(m, (full, full), interpolation=cv2.INTER_LINEAR)[: r1 - r0, : c1 - c0]
-        else:
-            up = cv2.resize(m, (c1 - c0, r1 - r0), interpolation=cv2.INTER_LINEAR)
-    v = cv2.resize(valid.astype(np.uint8), (c1 - c0, r1 - r0), interpolation=cv2.INTER_NEAREST)
-    up = np.clip(up, 0.0, 1.0) * v
-    np.maximum(heat[r0:r1, c0:c1], up, out=heat[r0:r1, c0:c1])
+        value = np.full((h, w), float(cap.change_score), np.float32)
+    else:  # [mh,mw] over the (padded) tile x tile input -> the window at scene resolution
+        m = np.asarray(cap.mask, np.float32)
+        value = cv2.resize(m, (tile, tile) if w < tile or h < tile else (w, h), interpolation=cv2.INTER_LINEAR)
+        value = np.clip(value[:h, :w], 0.0, 1.0)
+    weight = valid * np.outer(_ramp(h), _ramp(w))  # [h,w] float: 0 on invalid pixels
+    r0, c0 = row // scale, col // scale
+    r1, c1 = math.ceil((row + h) / scale), math.ceil((col + w) / scale)
+    grid = np.zeros((2, (r1 - r0) * scale, (c1 - c0) * scale), np.float32)  # the window on whole heatmap pixels
+    dy, dx = row - r0 * scale, col - c0 * scale
+    grid[0, dy : dy + h, dx : dx + w] = weight * value
+    grid[1, dy : dy + h, dx : dx + w] = weight
+    heat[:, r0:r1, c0:c1] += grid.reshape(2, r1 - r0, scale, c1 - c0, scale).sum(axis=(2, 4))
+
+
+def _ramp(n: int) -> np.ndarray:
+    """[n] weights: 1 at the centre falling linearly towards the ends (never 0, so a lone tile still counts)."""
+    x = (np.arange(n, dtype=np.float32) + 0.5) / n
+    return 1.0 - np.abs(2.0 * x - 1.0) + 1e-3
+
+
+# Where a phrase says something is in the tile ("in the upper left corner of the scene", "at the top"), unless
+# it goes on to say of what ("on the left side of the road"): tile-relative, so wrong for a whole scene.
+_POS = (r"(?:top|bottom|upper|lower|left|right|middle|center|centre|central|north|south|east|west"
+        r"|(?:upper|lower|top|bottom)-(?:left|right))")
+_PART = r"(?:corner|corners|side|sides|part|parts|edge|edges|end|half|area|areas)"
+_POSITION = re.compile(
+    rf"\s*\b(?:at|in|on|to|near)\s+the\s+{_POS}(?:\s+{_POS})?(?:\s+{_PART})?"
+    rf"(?:\s+of\s+the\s+(?:scene|image|picture|map|area))?(?!\s+(?:of|{_PART}|{_POS})\b)(?![\w-])")
+
+
+def strip_position(caption: str) -> str:
+    """A tile caption without its tile-relative position phrases: 'a road is built at the top' -> 'a road is built'."""
+    out = " ".join(_POSITION.sub("", caption).split())
+    return out or caption
 
 
 def _summarize(results: list[TileResult], n_tiles: int, skipped: int) -> tuple[str, str]:
-    """-> (scene caption, summary line)."""
+    """-> (scene caption, summary line); see caption_scene for how the caption is picked."""
+    text = {t: t.caption if n_tiles == 1 else strip_position(t.caption) for t in results}
     changed = [t for t in results if t.changed]
-    counts = Counter(t.caption for t in changed)
+    counts = Counter(text[t] for t in changed)
     best = {}
     for t in changed:
-        best[t.caption] = max(best.get(t.caption, 0.0), t.change_score)
+        best[text[t]] = max(best.get(text[t], 0.0), t.change_score)
     ranked = sorted(counts, key=lambda c: (-counts[c], -best[c], c))
     summary = f"{len(changed)} of {n_tiles} tiles changed"
     if skipped:
@@ -297,77 +335,51 @@ def _summarize(results: list[TileResult], n_tiles: int, skipped: int) -> tuple[s
         summary += "; main changes: " + ", ".join(f"{c} ({counts[c]})" for c in ranked[:3])
         caption = ranked[0]
     else:
-        quiet = Counter(t.caption for t in results)
+        quiet = Counter(text[t] for t in results)
         caption = quiet.most_common(1)[0][0] if quiet else NO_CHANGE_CAPTION
     return caption, summary
 
 
-def _progress(total: int):
+def _progress():
+    """A progress bar on stderr, shown only when stderr is a terminal (stdout stays the caption alone)."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    console = Console(stderr=True)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=True)
+                    console=console, transient=True, disable=not console.is_terminal)
 
 
 # ---------------------------------------------------------------------------------------------- outputs
 
 
-class _atomic_path:
-    """Context manager yielding a temp path next to `path` (same suffix); os.replace on success, unlink on error."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=f".tmp{self.path.suffix}")
-        os.close(fd)
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            try:
-                os.replace(self.tmp, self.path)
-                return False
-            except BaseException:
-                self.tmp.unlink(missing_ok=True)
-                raise
-        self.tmp.unlink(missing_ok=True)
-        for side in self.tmp.parent.glob(self.tmp.name + ".*"):  # GDAL side files (.aux.xml, .ovr)
-            side.unlink(missing_ok=True)
-        return False
-
-
 def _write_heatmap(path: Path, heat: np.ndarray, pair: Pair, scale: int) -> None:
-    """heat [Hs,Ws] float32 in [0,1] -> GeoTIFF (float32, pre CRS, transform scaled by `scale`) or PNG (uint8)."""
+    """heat [Hs,Ws] float32 in [0,1] or HEATMAP_NODATA -> GeoTIFF (float32, nodata declared, pre CRS, transform
+    scaled by `scale`) or PNG (uint8, nodata as 0)."""
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
         import rasterio
         from affine import Affine
 
         profile = dict(driver="GTiff", width=heat.shape[1], height=heat.shape[0], count=1, dtype="float32",
-                       compress="deflate", tiled=True, blockxsize=256, blockysize=256)
+                       nodata=HEATMAP_NODATA, compress="deflate", tiled=True, blockxsize=256, blockysize=256)
         if heat.shape[0] < 256 or heat.shape[1] < 256:
             profile.update(tiled=False)
             profile.pop("blockxsize")
             profile.pop("blockysize")
         if pair.crs is not None:
             profile["crs"] = pair.crs
-        if pair.transform is not None:
-            profile["transform"] = Affine(*pair.transform) @ Affine.scale(scale)
-        from rasterio.errors import NotGeoreferencedWarning
-
-        with _atomic_path(path) as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain images: a heatmap without CRS
-            with rasterio.open(tmp, "w", **profile) as ds:
-                ds.write(heat, 1)
-                ds.update_tags(description="edgecc change probability (max over tiles)", scale=str(scale))
+        # not georeferenced: scene pixel coordinates, like the GeoJSON's, so the heatmap still lies on the image
+        profile["transform"] = Affine(*(pair.transform or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0))) @ Affine.scale(scale)
+        with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as ds:
+            ds.write(heat, 1)
+            ds.update_tags(description="edgecc change probability (tiles blended by distance to their centre)",
+                           scale=str(scale))
     elif suffix == ".png":
         import cv2
 
         img = np.rint(np.clip(heat, 0, 1) * 255).astype(np.uint8)
-        with _atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             if not cv2.imwrite(str(tmp), img):
                 raise OSError(f"{path}: could not write heatmap image")
     else:
@@ -393,7 +405,7 @@ def _write_geojson(path: Path, tiles: list[TileResult], pair: Pair, crs: str) ->
         else:
             fc["crs"] = {"type": "name", "properties": {"name": _crs_urn(pair.crs)}}
     fc["features"] = features
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(fc))
 
 

@@ -174,3 +174,18 @@ def test_cli_bench(tiny_bundle, tmp_path):
     assert res.exit_code == 0, res.output
     rows = json.loads(out.read_text())["rows"]
     assert [(r["precision"], r["status"]) for r in rows] == [("fp32", "ok"), ("int8", "skipped")]
+    table = [x for x in res.stdout.splitlines() if x.startswith("│")]
+    assert len(table) == 1 and "fp32" in table[0]  # only the row that ran is a table row
+    assert res.stdout.rstrip().endswith("skipped (cannot run here):\n  ort-cpu int8: no int8 variant in the bundle")
+    assert "reason" not in res.stdout and "CIDEr" not in res.stdout.split("┘")[0]  # no empty columns
+
+
+def test_skipped_rows_are_grouped_by_reason():
+    from edgecc._bench_report import skipped_list
+
+    rows = [{"backend": b, "precision": p, "batch": n, "status": "skipped" if b != "ort-cpu" else "ok", "reason": r}
+            for b, r in (("ort-cpu", None), ("ort-cuda", "no CUDA"), ("tensorrt", "no CUDA"), ("torch-cpu", "no ckpt"))
+            for p in ("fp32", "fp16") for n in (1, 8)]
+    assert skipped_list(rows) == ("skipped (cannot run here):\n  ort-cuda fp32/fp16, tensorrt fp32/fp16: no CUDA\n"
+                                  "  torch-cpu fp32/fp16: no ckpt")
+    assert skipped_list(rows[:4]) == ""

@@ -96,7 +96,7 @@ def test_caption_geotiff_scene_writes_georeferenced_outputs(tiny_bundle, fixture
     with rasterio.open(fixtures_dir / "geo_pre.tif") as pre, rasterio.open(hm) as heat:
         assert heat.crs == pre.crs and heat.count == 1
         assert heat.bounds == pytest.approx(pre.bounds, abs=pre.res[0] * 4)
-        assert 0 <= heat.read(1).min() and heat.read(1).max() <= 1
+        assert heat.nodata is not None and 0 <= heat.read(1, masked=True).min() and heat.read(1).max() <= 1
     fc = json.loads(gj.read_text())
     assert fc["type"] == "FeatureCollection" and "EPSG" in fc["crs"]["properties"]["name"]
     assert len(fc["features"]) == sum(t["changed"] for t in out["tiles"])
@@ -150,3 +150,111 @@ def test_threshold_option_moves_the_call():
     assert strict["change_score"] == default["change_score"]  # the score is the model's; only the call moves
     bad = runner.invoke(app, ["caption", *pair, "--threshold", "2"])
     assert bad.exit_code != 0 and "threshold" in bad.output and "Traceback" not in bad.output
+
+
+# ---------------------------------------------------------------------------------------------- the shell's manners
+
+
+@pytest.fixture(scope="module")
+def tiled_pair(tmp_path_factory):
+    """320 x 320: with --overlap 240 a 256 model input gives 25 tiles, enough for the progress bar."""
+    d = tmp_path_factory.mktemp("tiled")
+    rng = np.random.default_rng(5)
+    pre = rng.integers(0, 255, (320, 320, 3), dtype=np.uint8)
+    post = pre.copy()
+    post[40:160, 60:200] = (30, 30, 200)
+    cv2.imwrite(str(d / "pre.png"), pre)
+    cv2.imwrite(str(d / "post.png"), post)
+    cv2.imwrite(str(d / "post_half.png"), cv2.resize(post, (160, 160)))
+    return d
+
+
+def test_stdout_is_the_caption_alone_for_a_tiled_scene(tiny_bundle, tiled_pair):
+    args = ["caption", str(tiled_pair / "pre.png"), str(tiled_pair / "post.png"), "--model", str(tiny_bundle),
+            "--overlap", "240"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.count("\n") == 1 and r.stdout.strip() and not r.stdout.startswith("\n")  # no progress bar
+    assert "25 tiles" in r.stderr
+    r = runner.invoke(app, [*args, "--json"])
+    assert json.loads(r.stdout)["caption"] and r.stdout.count("\n") == 1
+
+
+def test_warnings_are_one_line_and_debug_works_after_the_command(tiny_bundle, tiled_pair):
+    import warnings
+
+    before = warnings.showwarning
+    pre, half = str(tiled_pair / "pre.png"), str(tiled_pair / "post_half.png")
+    r = runner.invoke(app, ["caption", pre, half, "--model", str(tiny_bundle), "--resize"])
+    assert r.exit_code == 0, r.output
+    warned = [x for x in r.stderr.splitlines() if "resized" in x]
+    assert warned == [f"edgecc: warning: {half}: resized from 160 x 160 to 320 x 320 to match pre"]
+    assert warnings.showwarning is before  # set for the command only, not at import
+    r = runner.invoke(app, ["caption", pre, half, "--model", str(tiny_bundle)])
+    assert r.exit_code == 2 and "use --resize" in r.stderr and "Traceback" not in r.output
+    r = runner.invoke(app, ["caption", pre, half, "--model", str(tiny_bundle), "--debug"])  # after the subcommand
+    assert r.exit_code == 1 and type(r.exception).__name__ == "ImageryError"  # raised: a traceback
+
+
+def test_max_pixels_flag(tiny_bundle, png_pair):
+    r = runner.invoke(app, ["caption", *map(str, png_pair), "--model", str(tiny_bundle), "--max-pixels", "1000"])
+    assert r.exit_code == 2 and "raise the limit: --max-pixels" in r.stderr and "256 x 256" in r.stderr
+    r = runner.invoke(app, ["caption", *map(str, png_pair), "--model", str(tiny_bundle), "--max-pixels", "65536"])
+    assert r.exit_code == 0, r.output
+
+
+def test_output_under_a_file_is_one_clear_line(tiny_bundle, png_pair, tmp_path):
+    blocker = tmp_path / "somefile.txt"
+    blocker.write_text("not a folder")
+    r = runner.invoke(app, ["caption", *map(str, png_pair), "--model", str(tiny_bundle),
+                            "--geojson", str(blocker / "out.geojson")])
+    assert r.exit_code == 2
+    assert r.stderr == f"edgecc: error: {blocker / 'out.geojson'}: cannot write there, {blocker} is a file, not a " \
+                       "folder\n"
+
+
+def test_ctrl_c_is_interrupted_exit_130(monkeypatch, png_pair):
+    import edgecc
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(edgecc, "load", interrupted)
+    r = runner.invoke(app, ["caption", *map(str, png_pair)])
+    assert r.exit_code == 130 and r.stderr == "edgecc: interrupted\n" and r.stdout == ""
+
+
+def test_corrupt_png_is_our_line_only(tiny_bundle, png_pair, tmp_path):
+    """libpng prints its own 'libpng error: IDAT: CRC error' to fd 2 unless the file is refused before decoding."""
+    import subprocess
+    import sys
+
+    data = bytearray(png_pair[1].read_bytes())
+    data[200:260] = b"x" * 60
+    bad = tmp_path / "crc.png"
+    bad.write_bytes(bytes(data))
+    out = subprocess.run([sys.executable, "-m", "edgecc.cli", "caption", str(png_pair[0]), str(bad), "--model",
+                          str(tiny_bundle)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.splitlines() == [f"edgecc: error: {bad}: not a readable image (corrupt PNG: CRC error in the "
+                                       "IDAT chunk at byte 33)"]
+
+
+def test_info_shows_the_variant_that_runs_aligned_and_takes_model_option():
+    r = runner.invoke(app, ["info"])
+    assert r.exit_code == 0, r.output
+    from edgecc.bundle import Bundle
+
+    b = Bundle.open()
+    assert b.cpu_precision == "int8"  # what `edgecc caption` runs by default (test_cpu_precision_follows...)
+    cider = b.variant_metrics("int8")["metrics"]["CIDEr-D"]
+    lines = r.stdout.splitlines()
+    assert any(x.startswith("metrics     int8 (the default)") for x in lines)
+    assert any(x.startswith("  all ") and f"CIDEr-D {cider:.3f}" in x for x in lines)
+    assert "int8 runs by default on CPU" in r.stdout
+    files = [x for x in lines if x.startswith("file ")]
+    assert len(files) == len(b.manifest["files"]) and len({x.index(" MB") for x in files}) == 1  # one column
+    assert len({x.index("sha256") for x in files}) == 1
+    teacher = runner.invoke(app, ["info", "teacher"]).stdout
+    assert runner.invoke(app, ["info", "--model", "teacher"]).stdout == teacher
+    assert runner.invoke(app, ["info", "-m", "teacher"]).stdout == teacher and "edgecc-teacher-v1" in teacher

@@ -39,6 +39,16 @@ def test_bad_file_is_one_line_error_naming_the_file(fixtures_dir, name, problem)
     assert isinstance(info.value, EdgeccError)
 
 
+def test_png_crc_error_and_truncation_refused_before_decoding(fixtures_dir, tmp_path):
+    data = bytearray((fixtures_dir / "pre.png").read_bytes())
+    data[100] ^= 0xFF  # inside IDAT: libpng would print "libpng error: IDAT: CRC error" itself
+    (tmp_path / "crc.png").write_bytes(bytes(data))
+    with pytest.raises(ImageryError, match="crc.png: not a readable image .corrupt PNG: CRC error in the IDAT chunk"):
+        read_image(tmp_path / "crc.png")
+    with pytest.raises(ImageryError, match="truncated PNG: the IDAT chunk at byte 33 runs to byte"):
+        read_image(fixtures_dir / "truncated.png")
+
+
 def test_corrupt_pixel_data_found_at_read_time(fixtures_dir):
     path = fixtures_dir / "garbled.tif"
     assert open_raster(path).width == mk.W  # the header is fine
@@ -206,6 +216,7 @@ def test_non_georeferenced_size_mismatch(fixtures_dir):
     with pytest.raises(ImageryError, match="resize=True") as info:
         read_pair(fixtures_dir / "pre.png", fixtures_dir / "post_small.png")
     assert "post_small.png" in str(info.value) and "pre.png" in str(info.value)
+    assert "use --resize" in str(info.value)  # the CLI flag first: the CLI shows this message as is
     with pytest.warns(ImageryWarning, match="resized from 128 x 96 to 256 x 192"):
         pair = read_pair(fixtures_dir / "pre.png", fixtures_dir / "post_small.png", ReadOptions(resize=True))
     with pair:

@@ -202,12 +202,30 @@ def test_sigint_stops_cleanly_and_restores_handler(tiny, flight, tmp_path):
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_snapshots_follow_the_umask_and_a_file_in_the_way_is_named(tmp_path):
+    from edgecc.stream import ChangeEvent, EventWriter
+
+    ev = ChangeEvent(time="t", frame=7, source="s", frame_name="f", caption="c", change_score=0.9, bbox=(0, 0, 1, 1))
+    tile = np.zeros((8, 8, 3), np.uint8)
+    old = os.umask(0o027)
+    try:
+        with EventWriter(tmp_path / "e.jsonl", snapshots=tmp_path / "snaps") as w:
+            snap = Path(w.write(ev, tile, tile).snapshot)
+    finally:
+        os.umask(old)
+    assert snap.stat().st_mode & 0o777 == 0o640 and (tmp_path / "e.jsonl").stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in snap.parent.iterdir()] == ["000007.png"]
+    with pytest.raises(NotADirectoryError, match=f"{snap}/e.jsonl: cannot write there, {snap} is a file"):
+        EventWriter(snap / "e.jsonl")
+
+
 def test_histogram_percentiles():
     h = Histogram()
     for v in range(1, 101):
         h.add(float(v))
     s = h.summary()
     assert s["n"] == 100 and s["max"] == 100 and 50 <= s["p50"] <= 57 and 95 <= s["p95"] <= 100
+    assert Histogram().summary() == {"n": 0, "mean": None, "p50": None, "p95": None, "p99": None, "max": None}
 
 
 def test_cli_watch(tiny_bundle, flight, tmp_path):
@@ -219,8 +237,9 @@ def test_cli_watch(tiny_bundle, flight, tmp_path):
     r = CliRunner().invoke(app, ["watch", str(flight.video), "--reference", str(flight.reference), "--events", str(ev),
                                  "--model", str(tiny_bundle), "--max-frames", "8", "--stats", "--replay"])
     assert r.exit_code == 0, r.output
-    d = json.loads(r.stdout.strip().splitlines()[-1])
+    d = json.loads(r.stdout.strip().splitlines()[-1], parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert d["counters"]["frames_read"] == 8 and ev.exists()
+    assert any(s["n"] == 0 and s["p50"] is None for s in d["latency_ms"].values())  # a stage that never ran: null
     r = CliRunner().invoke(app, ["watch", str(tmp_path / "nope.avi"), "--reference", str(flight.reference),
                                  "--model", str(tiny_bundle)])
     assert r.exit_code == 2 and "no such file" in r.output

@@ -14,7 +14,7 @@ import pytest
 from conftest import PixelDiffCaptioner
 
 from edgecc.imagery import ReadOptions, read_pair
-from edgecc.tiling import TileOptions, caption_scene, tile_grid
+from edgecc.tiling import HEATMAP_NODATA, TileOptions, caption_scene, tile_grid
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
@@ -146,11 +146,52 @@ def test_heatmap_geotiff_has_crs_and_bounds(fixtures_dir, tmp_path):
     with rasterio.open(out) as ds:
         assert ds.crs.to_string() == mk.CRS and ds.count == 1 and ds.dtypes[0] == "float32"
         assert tuple(ds.bounds) == pytest.approx((500000.0, 4100000.0 - mk.H, 500000.0 + mk.W, 4100000.0))
+        assert ds.res == (8.0, 8.0) and ds.nodata == HEATMAP_NODATA  # reduced: one pixel per 8 x 8 scene pixels
         heat = ds.read(1)
-    assert heat.shape == (mk.H, mk.W) and 0.0 <= heat.min() and heat.max() <= 1.0
-    c, r, w, h = mk.CHANGES[1]
-    assert heat[r + 8 : r + h - 8, c + 8 : c + w - 8].min() > 0.5
-    assert heat[60:120, 40:120].max() == 0.0  # far from any change
+    assert heat.shape == (mk.H // 8, mk.W // 8) and 0.0 <= heat.min() and heat.max() <= 1.0  # all covered
+    c, r, w, h = (v // 8 for v in mk.CHANGES[1])
+    assert heat[r + 1 : r + h - 1, c + 1 : c + w - 1].min() > 0.5
+    assert heat[60 // 8 : 120 // 8, 40 // 8 : 120 // 8].max() == 0.0  # far from any change
+
+
+def test_heatmap_marks_uncovered_pixels_as_nodata(fixtures_dir, tmp_path):
+    import rasterio
+
+    out = tmp_path / "heat.tif"
+    with read_pair(fixtures_dir / "geo_nodata_pre.tif", fixtures_dir / "geo_post.tif") as pair:
+        caption_scene(PixelDiffCaptioner(), pair, OPTS, heatmap_path=out)
+    with rasterio.open(out) as ds:
+        assert ds.nodata == HEATMAP_NODATA
+        heat = ds.read(1, masked=True)
+    n = mk.NODATA_COLS // 8
+    assert heat.mask[:, :n].all() and not heat.mask[:, n:].any()  # no data in pre: "unknown", not "no change"
+    assert heat.data[:, :n].max() == HEATMAP_NODATA and heat[:, n:].min() >= 0.0
+
+
+def test_heatmap_blends_overlapping_tiles_without_seams(tmp_path):
+    """Each tile reports its own constant score (mean brightness of a left-to-right ramp): overwriting or taking
+    the max over overlaps would step at every tile; blending by distance to the tile centre is smooth."""
+    import cv2
+    import rasterio
+    from conftest import FakeCaption
+
+    class TileMean:
+        input_size = 64
+
+        def caption_batch(self, pre, post):
+            return [FakeCaption("x", False, float(p.mean()) / 255, None) for p in pre]
+
+    ramp = np.repeat(np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 64, 0), 3, 2)  # [64,256,3]
+    for name in ("pre.png", "post.png"):
+        cv2.imwrite(str(tmp_path / name), ramp)
+    with read_pair(tmp_path / "pre.png", tmp_path / "post.png") as pair:
+        caption_scene(TileMean(), pair, TileOptions(tile=64, overlap=32, progress=False),
+                      heatmap_path=tmp_path / "h.tif")
+    with rasterio.open(tmp_path / "h.tif") as ds:
+        row = ds.read(1)[4]  # [32] heat pixels along the ramp
+    steps = np.diff(row)[3:-3]  # the outer 32 px are seen by one tile only
+    assert steps.min() > 0.01  # rises everywhere: no plateau of one tile
+    assert np.abs(np.diff(row)).max() < 0.5 * (32 / 255)  # no seam: tiles are 32 px apart, their values 0.125
 
 
 def test_heatmap_png_and_pixel_geojson_for_plain_images(fixtures_dir, tmp_path):
@@ -164,7 +205,7 @@ def test_heatmap_png_and_pixel_geojson_for_plain_images(fixtures_dir, tmp_path):
                           geojson_crs="EPSG:4326")
     assert _changed(scene) == EXPECTED_CHANGED
     heat = cv2.imread(str(tmp_path / "heat.png"), cv2.IMREAD_UNCHANGED)
-    assert heat.shape == (mk.H, mk.W) and heat.dtype == np.uint8 and heat.max() > 128
+    assert heat.shape == (mk.H // 8, mk.W // 8) and heat.dtype == np.uint8 and heat.max() > 128
     fc = json.loads((tmp_path / "c.geojson").read_text())
     assert fc["crs"]["properties"]["name"] == "pixel"
     assert fc["features"][0]["geometry"]["coordinates"][0][0] == [0.0, 0.0]
@@ -179,10 +220,10 @@ def test_tiny_plain_pair_padded_and_tif_heatmap_without_crs(fixtures_dir, tmp_pa
                               heatmap_path=tmp_path / "h.tif")
     assert [(t.col, t.row, t.width, t.height) for t in scene.tiles] == [(0, 0, 30, 20)] and scene.changed
     with rasterio.open(tmp_path / "h.tif") as ds:
-        assert ds.crs is None and ds.shape == (20, 30)
+        assert ds.crs is None and ds.shape == (3, 4) and ds.res == (8.0, 8.0)  # pixel coordinates of the scene
         heat = ds.read(1)
     # mask cells are 16 input px = 64 tile px here, so the heat is coarse; it must still sit on the change (5,5,10,8)
-    assert heat[5:13, 5:15].mean() > heat[14:, 20:].mean() and heat.max() > 0.1
+    assert heat[:2, :2].mean() > heat[2:, 2:].mean() and heat.max() > 0.1
 
 
 def test_bad_heatmap_suffix_fails_before_any_work(fixtures_dir, tmp_path):
@@ -282,3 +323,58 @@ def test_png_pipeline_works_without_rasterio(fixtures_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert eval(out.stdout.strip().splitlines()[-1]) == sorted(EXPECTED_CHANGED)
     assert (tmp_path / "h.png").exists() and (tmp_path / "c.geojson").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_follow_the_umask(fixtures_dir, tmp_path, umask):
+    import os
+
+    old = os.umask(umask)
+    try:
+        with read_pair(fixtures_dir / "geo_pre.tif", fixtures_dir / "geo_post.tif") as pair:
+            caption_scene(PixelDiffCaptioner(), pair, OPTS, heatmap_path=tmp_path / "h.tif",
+                          geojson_path=tmp_path / "new" / "c.geojson")
+        with read_pair(fixtures_dir / "pre.png", fixtures_dir / "post.png") as pair:
+            caption_scene(PixelDiffCaptioner(), pair, OPTS, heatmap_path=tmp_path / "h.png")
+    finally:
+        os.umask(old)
+    for name in ("h.tif", "new/c.geojson", "h.png"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name  # not mkstemp's private 0600
+
+
+def test_output_under_a_file_fails_before_any_work(fixtures_dir, tmp_path):
+    blocker = tmp_path / "somefile.txt"
+    blocker.write_text("x")
+    cap = PixelDiffCaptioner()
+    with read_pair(fixtures_dir / "geo_pre.tif", fixtures_dir / "geo_post.tif") as pair:
+        with pytest.raises(NotADirectoryError, match=f"{blocker}/out.geojson: cannot write there, {blocker} is a file"):
+            caption_scene(cap, pair, OPTS, geojson_path=blocker / "out.geojson")
+    assert cap.calls == 0
+
+
+def test_scene_caption_drops_tile_positions():
+    from edgecc.tiling import strip_position
+
+    assert strip_position("some trees in the upper left corner of the scene disappear") == "some trees disappear"
+    assert strip_position("a road is built at the top and houses are built in the bottom right") == \
+        "a road is built and houses are built"
+    assert strip_position("buildings appear in the lower-right corner") == "buildings appear"
+    assert strip_position("houses are built on the left side of the road") == \
+        "houses are built on the left side of the road"  # relative to the road, not to the tile
+    assert strip_position("there is no difference") == "there is no difference"
+
+
+def test_scene_caption_of_many_tiles_has_no_tile_position(fixtures_dir):
+    class Positional(PixelDiffCaptioner):
+        def caption_batch(self, pre, post):
+            corner = iter(["in the upper left corner of the scene", "at the top", "on the right side"] * 99)
+            return [c if not c.changed else type(c)(f"some buildings are built {next(corner)}", True,
+                                                    c.change_score, c.mask) for c in super().caption_batch(pre, post)]
+
+    with read_pair(fixtures_dir / "geo_pre.tif", fixtures_dir / "geo_post.tif") as pair:
+        scene = caption_scene(Positional(), pair, OPTS)
+        one = caption_scene(Positional(), pair, TileOptions(tile=512, progress=False))  # one tile: the scene itself
+    assert scene.caption == "some buildings are built"
+    assert scene.summary == "5 of 20 tiles changed; main changes: some buildings are built (5)"
+    assert {t.caption for t in scene.tiles if t.changed} > {"some buildings are built at the top"}  # tiles keep theirs
+    assert one.caption == "some buildings are built in the upper left corner of the scene"

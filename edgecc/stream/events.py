@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .._atomic import atomic_path, make_dir
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,8 @@ def write_png_atomic(path: str | Path, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
 
 
 class EventWriter:
@@ -94,10 +89,10 @@ class EventWriter:
 
     def __init__(self, path: str | Path, snapshots: str | Path | None = None, fsync: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(self.path.parent, self.path)
         self.snapshots = Path(snapshots) if snapshots else None
         if self.snapshots:
-            self.snapshots.mkdir(parents=True, exist_ok=True)
+            make_dir(self.snapshots)
         self.fsync = fsync
         self.count = 0
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the whole stream

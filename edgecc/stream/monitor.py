@@ -102,8 +102,11 @@ class Histogram:
         return float(min(self.EDGES[min(k, len(self.EDGES) - 1)], self.max))
 
     def summary(self) -> dict:
-        return {"n": self.n, "mean": self.total / self.n if self.n else math.nan, "p50": self.percentile(50),
-                "p95": self.percentile(95), "p99": self.percentile(99), "max": self.max}
+        """n, mean, p50, p95, p99, max in ms; None for a stage that never ran (the stats are JSON: no NaN)."""
+        if not self.n:
+            return {"n": 0, **dict.fromkeys(("mean", "p50", "p95", "p99", "max"))}
+        return {"n": self.n, "mean": self.total / self.n, "p50": self.percentile(50), "p95": self.percentile(95),
+                "p99": self.percentile(99), "max": self.max}
 
 
 @dataclass

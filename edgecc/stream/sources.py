@@ -223,7 +223,10 @@ def _read_file(p: Path) -> tuple[np.ndarray, tuple | None, str | None]:
         return read_image(p), (raster.transform if raster.georeferenced else None), raster.crs
     import cv2
 
+    from ..imagery import check_png
+
     data = np.fromfile(p, np.uint8)
+    check_png(p, data)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise FrameError("not a decodable image")
