@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,10 +51,14 @@ class Captioner:
 
         Returns a `SceneResult` (tiles, summary, caption, changed, change_score).
         """
+        from .errors import ImageryWarning
         from .imagery import ReadOptions, read_pair
+        from .sensors import pair_warnings
         from .tiling import TileOptions, caption_scene
 
         with read_pair(pre_path, post_path, read_options or ReadOptions()) as pair:
+            for msg in pair_warnings(pair):
+                warnings.warn(msg, ImageryWarning, stacklevel=2)
             return caption_scene(self, pair, tile_options or TileOptions(tile=self.input_size),
                                  heatmap_path=heatmap, geojson_path=geojson, geojson_crs=geojson_crs)
 

@@ -66,10 +66,10 @@ def install_gate(bundle_root: str | Path, head, info: dict) -> dict:
     """Export the head into the bundle, point every variant at it, and rewrite the manifest (hashes included)."""
     bundle = Bundle.open(bundle_root)
     m = json.loads(json.dumps(bundle.manifest))
-    fusion = m["fusion"]
+    tokens, dim = info["input_tokens"], info["input_dim"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp) / GATE_FILE
-        validation = export_gate(head, tmp_path, fusion["tokens"], fusion["dim"])
+        validation = export_gate(head, tmp_path, tokens, dim)
         tmp_path.replace(bundle.root / GATE_FILE)
     m["files"][GATE_FILE] = {}
     for v in m["variants"].values():
@@ -77,4 +77,26 @@ def install_gate(bundle_root: str | Path, head, info: dict) -> dict:
     old = m.get("gate", {})
     m["gate"] = {**info, "file": GATE_FILE, "input": "trunk tokens of both dates [B,N,dc]", "validation": validation,
                  "replaces": {"fusion_gate_threshold": old.get("fusion_gate_threshold", old.get("threshold", 0.5))}}
+    return write_manifest(bundle.root, m)
+
+
+def expose_tokens(bundle_root: str | Path, pre: str, post: str, precision: str = "fp32") -> dict:
+    """Add the encoder's per-date feature maps `pre`, `post` (tensor names, [B,C,H,W]) as outputs "ta", "tb", so a
+    bundle without a trunk graph (the teacher) can feed a gate; rewrites the graph and the manifest's hashes."""
+    import onnx
+
+    bundle = Bundle.open(bundle_root)
+    path = bundle.path(bundle.variant(precision)["encoder"])
+    model = onnx.load(str(path))
+    if "ta" in {o.name for o in model.graph.output}:
+        return bundle.manifest
+    for src, dst in ((pre, "ta"), (post, "tb")):
+        model.graph.node.append(onnx.helper.make_node("Identity", [src], [dst], name=f"expose_{dst}"))
+        model.graph.output.append(onnx.helper.make_tensor_value_info(dst, onnx.TensorProto.FLOAT, ["B", "C", "H", "W"]))
+    onnx.checker.check_model(model)
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
+    m = json.loads(json.dumps(bundle.manifest))
+    m["files"] = list(m["files"])
     return write_manifest(bundle.root, m)

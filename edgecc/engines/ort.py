@@ -38,6 +38,11 @@ def trt_cache_dir(bundle, onnx_name: str, precision: str) -> Path:
     return base / "trt" / f"{sha}-trt{trt_version}-{precision}"
 
 
+def _tokens(x: np.ndarray) -> np.ndarray:
+    """A feature map [B,C,H,W] -> tokens [B,H*W,C]; anything else as it is."""
+    return np.ascontiguousarray(x.reshape(*x.shape[:2], -1).transpose(0, 2, 1)) if x.ndim == 4 else x
+
+
 class OrtEngine:
     def __init__(self, bundle, precision: str = "fp32", device: str = "cpu", encoder_threads: int | None = None,
                  decoder_threads: int = 1, fusion: str | None = None, fused: bool | None = None):
@@ -89,8 +94,14 @@ class OrtEngine:
         # the change gate taught by real imagery (gate.onnx: both dates' trunk tokens -> gate_prob, mask) replaces the
         # fusion graph's gate where the bundle has it; the standard form then also runs the trunk for the tokens
         self.gate = session(files["gate"], 1) if "gate" in files else None
+        # where the gate's tokens come from in the standard form: the encoder's own "ta"/"tb" outputs (the teacher),
+        # else a trunk session beside it (the student, one extra trunk pass)
+        self.encoder_outputs = ["gate_prob", "mask", *self.memory_names]
         if self.gate is not None and self.fusion != "split":
-            self.trunk = session(files["trunk"], threads)
+            if {"ta", "tb"} <= {o.name for o in self.encoder.get_outputs()}:
+                self.encoder_outputs += ["ta", "tb"]
+            else:
+                self.trunk = session(files["trunk"], threads)
         self.decoder = session(files["decoder"], decoder_threads)
         self.decoder_inputs = {i.name for i in self.decoder.get_inputs()}  # a Mamba decoder takes no position
 
@@ -104,8 +115,11 @@ class OrtEngine:
             att = diff_attention(ta, tb, self.fusion_op["heads"], self.fusion_op["topk"], fused=self.fused)
             gate, mask, *mem = self.fuse.run(None, {"ta": ta, "tb": tb, "att": att})
         else:
-            gate, mask, *mem = self.encoder.run(None, {"pre": pre, "post": post})
-            if self.gate is not None:
+            gate, mask, *mem = self.encoder.run(self.encoder_outputs, {"pre": pre, "post": post})
+            if self.gate is not None and "ta" in self.encoder_outputs:
+                *mem, ta, tb = mem
+                ta, tb = _tokens(ta), _tokens(tb)
+            elif self.gate is not None:
                 t = self.trunk.run(None, {"img": np.concatenate([pre, post])})[0]
                 ta, tb = t[: len(pre)], t[len(pre):]
         if self.gate is not None:
