@@ -108,17 +108,22 @@ def caption(
         options = DecodingOptions(beam_size=beam) if beam else None
         captioner = edgecc.load(model, backend=backend, precision=precision, options=options, threshold=threshold)
         limit = {"max_pixels": max_pixels} if max_pixels else {}
-        scene = captioner.caption(
-            pre, post, ReadOptions(bands=_parse_bands(bands), resize=resize, **limit),
-            TileOptions(tile=captioner.input_size, overlap=overlap, batch=batch, progress=progress),
-            geojson=geojson, heatmap=heatmap, geojson_crs=geojson_crs,
-        )
+        with warnings.catch_warnings(record=True) as seen:  # shown on stderr below, and kept in the JSON
+            warnings.simplefilter("always")
+            scene = captioner.caption(
+                pre, post, ReadOptions(bands=_parse_bands(bands), resize=resize, **limit),
+                TileOptions(tile=captioner.input_size, overlap=overlap, batch=batch, progress=progress),
+                geojson=geojson, heatmap=heatmap, geojson_crs=geojson_crs,
+            )
     except typer.BadParameter:
         raise
     except Exception as e:  # noqa: BLE001 - the shell turns every failure into one line
         _fail(e)
+    said = list(dict.fromkeys(str(w.message).strip().splitlines()[0] for w in seen))
+    for msg in said:
+        typer.echo(f"edgecc: warning: {msg}", err=True)
     if as_json:
-        typer.echo(json.dumps(scene_json(scene, captioner.bundle.name, captioner.precision)))
+        typer.echo(json.dumps({**scene_json(scene, captioner.bundle.name, captioner.precision), "warnings": said}))
         return
     typer.echo(scene.caption)
     if len(scene.tiles) > 1:
@@ -393,9 +398,10 @@ def fit_gate(
 ):
     """Fit the change gate on real labelled pairs and install it in a bundle (gate.onnx, validated, manifest)."""
     try:
-        from edgecc.export.gate import install_gate
+        from edgecc.export.gate import install_gate, prepare_tokens
         from edgecc.train.evaluate_real import RealEvalOptions, fit_shipped_gate
 
+        prepare_tokens(model)
         head, info = fit_shipped_gate(model, RealEvalOptions(data=str(data)))
         m = install_gate(model, head, info)
     except Exception as e:  # noqa: BLE001
@@ -405,11 +411,10 @@ def fit_gate(
 
 
 def _write_json(path: Path, obj) -> None:
-    """Write JSON atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+    from edgecc._atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 @app.command()

@@ -23,6 +23,9 @@ import torch
 from edgecc.bundle import Bundle, write_manifest
 
 GATE_FILE = "gate.onnx"
+# where an architecture without a trunk graph keeps its per-date token maps inside encoder.onnx ([B,C,H,W] each):
+# the teacher's change-block projections (the student's trunk.onnx gives its tokens directly)
+TOKEN_TENSORS = {"edgecc-teacher-v1": ("/change/proj/proj.2/Relu_output_0", "/change/proj/proj.2_1/Relu_output_0")}
 
 
 def export_gate(head, path: str | Path, tokens: int, dim: int, opset: int = 17, validate: bool = True) -> dict:
@@ -78,6 +81,18 @@ def install_gate(bundle_root: str | Path, head, info: dict) -> dict:
     m["gate"] = {**info, "file": GATE_FILE, "input": "trunk tokens of both dates [B,N,dc]", "validation": validation,
                  "replaces": {"fusion_gate_threshold": old.get("fusion_gate_threshold", old.get("threshold", 0.5))}}
     return write_manifest(bundle.root, m)
+
+
+def prepare_tokens(bundle_root: str | Path) -> None:
+    """Make sure the bundle can feed a gate: a trunk graph, or encoder outputs "ta"/"tb" (added for known archs)."""
+    bundle = Bundle.open(bundle_root)
+    if "trunk" in bundle.variant("fp32"):
+        return
+    names = TOKEN_TENSORS.get(bundle.manifest.get("arch"))
+    if names is None:
+        raise ValueError(f"{bundle.root}: no trunk graph, and no known token tensors for arch "
+                         f"{bundle.manifest.get('arch')!r} (see export.gate.TOKEN_TENSORS)")
+    expose_tokens(bundle.root, *names)
 
 
 def expose_tokens(bundle_root: str | Path, pre: str, post: str, precision: str = "fp32") -> dict:

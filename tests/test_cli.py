@@ -258,3 +258,18 @@ def test_info_shows_the_variant_that_runs_aligned_and_takes_model_option():
     teacher = runner.invoke(app, ["info", "teacher"]).stdout
     assert runner.invoke(app, ["info", "--model", "teacher"]).stdout == teacher
     assert runner.invoke(app, ["info", "-m", "teacher"]).stdout == teacher and "edgecc-teacher-v1" in teacher
+
+
+@pytest.mark.requires_shared
+def test_optical_against_sar_is_a_warning_in_json_and_on_stderr(shared_data):
+    d = shared_data / "real_pairs" / "lapalma_sar"
+    r = runner.invoke(app, ["caption", str(d / "pre_optical.png"), str(d / "post_sar.png"), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert any("different sensors" in w for w in out["warnings"])
+    assert "edgecc: warning:" in r.stderr and "different sensors" in r.stderr
+
+
+def test_same_sensor_pair_has_no_warning(png_pair):
+    r = runner.invoke(app, ["caption", *map(str, png_pair), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["warnings"] == []

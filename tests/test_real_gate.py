@@ -115,3 +115,35 @@ def test_example_pair_is_changed_and_threshold_overrides(default):
     assert not strict.caption_batch(pre[None], post[None])[0].changed
     with pytest.raises(ValueError, match="probability"):
         edgecc.load(threshold=1.5)
+
+
+def test_gate_installs_into_a_bundle_without_a_trunk_graph(tiny_bundle, tmp_path):
+    """The tiny teacher: its encoder gains ta/tb outputs, the gate is installed and hashed, and the engine feeds the
+    gate from the encoder's own tokens (no extra trunk pass); identity stays at the gate's floor."""
+    import math
+    import shutil
+
+    from edgecc.export.gate import install_gate, prepare_tokens
+    from edgecc.train.evaluate_real import _trunk
+    from edgecc.train.real_gate import describe
+
+    from edgecc.bundle import Bundle
+
+    b = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, b)
+    prepare_tokens(b)
+    rng = np.random.default_rng(0)
+    x, y = (rng.integers(0, 255, (256, 256, 3), dtype=np.uint8) for _ in range(2))
+    ta, tb = _trunk(Bundle.open(b), "fp32")(x, y)  # [1,N,C] each
+    head = GateHead(grid=int(math.isqrt(ta.shape[1]))).eval()
+    info = {**describe(head), "threshold": 0.5, "input_tokens": int(ta.shape[1]), "input_dim": int(ta.shape[2])}
+    m = install_gate(b, head, info)
+    assert m["variants"]["fp32"]["gate"] == "gate.onnx" and m["files"]["gate.onnx"]["sha256"]
+    cap = edgecc.load(b)  # verifies every hash, the rewritten encoder's included
+    assert cap.engine.encoder_outputs[-2:] == ["ta", "tb"]
+    same = cap.caption_batch(x[None], x[None])[0]
+    assert not same.changed and same.change_score == pytest.approx(head.identity_score(), abs=1e-5)
+    got = cap.caption_batch(x[None], y[None])[0].change_score
+    with torch.no_grad():
+        want = float(head(torch.from_numpy(ta), torch.from_numpy(tb))[0])
+    assert got == pytest.approx(want, abs=1e-5)

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -166,7 +167,7 @@ def operating_threshold(pool: _Pool, sources: set[str], opts: RealEvalOptions) -
         scores.append(predict(head, pool.set.subset(rows))[0])
         labels.append(pool.set.label[rows])
     p, y = np.concatenate(scores), np.concatenate(labels)
-    thr = round(threshold_at_recall(p, y, opts.recall), 3)
+    thr = math.floor(threshold_at_recall(p, y, opts.recall) * 1000) / 1000  # rounded down: recall kept
     return thr, {"source": src, "tiles": int(len(y)), "recall": round(float((p[y == 1] >= thr).mean()), 4),
                  "false_alarm_rate": round(float((p[y == 0] >= thr).mean()), 4), "auroc": round(auroc(p, y), 4)}
 
