@@ -46,20 +46,36 @@ class Captioner:
                       np.ascontiguousarray(post, np.uint8), dec, self.gate_threshold)
 
     def caption(self, pre_path: str | Path, post_path: str | Path, read_options=None, tile_options=None,
-                geojson: str | Path | None = None, heatmap: str | Path | None = None, geojson_crs: str = "image"):
+                geojson: str | Path | None = None, heatmap: str | Path | None = None, geojson_crs: str = "image",
+                gsd: float | None = None):
         """Caption an image pair from files (GeoTIFF, PNG, JPEG), tiling it if it is larger than the model input.
+
+        `gsd` (metres per pixel; default: read from a georeferenced pair in a metric CRS, else unknown) sets the
+        tile size: imagery coarser than the model's (manifest input.gsd_m, 0.5 m) is cut into smaller tiles that
+        are upsampled, so a tile covers the ground a model input was trained on. An explicit `tile_options.tile`
+        other than the input size is kept as given.
 
         Returns a `SceneResult` (tiles, summary, caption, changed, change_score).
         """
         from .errors import ImageryWarning
         from .imagery import ReadOptions, read_pair
-        from .sensors import pair_warnings
+        from .sensors import MAX_UPSAMPLE, MODEL_GSD_M, ground_resolution, pair_warnings, tile_for_gsd
         from .tiling import TileOptions, caption_scene
 
         with read_pair(pre_path, post_path, read_options or ReadOptions()) as pair:
             for msg in pair_warnings(pair):
                 warnings.warn(msg, ImageryWarning, stacklevel=2)
-            return caption_scene(self, pair, tile_options or TileOptions(tile=self.input_size),
+            opts = tile_options or TileOptions(tile=self.input_size)
+            gsd = ground_resolution(pair) if gsd is None else gsd
+            if opts.tile == self.input_size and gsd:  # tiles cover the ground a model input was trained on
+                model_gsd = float(self.bundle.manifest["input"].get("gsd_m", MODEL_GSD_M))
+                tile = tile_for_gsd(self.input_size, gsd, model_gsd)
+                opts = replace(opts, tile=tile, overlap=opts.overlap * tile // self.input_size)
+                if gsd > model_gsd * MAX_UPSAMPLE:
+                    warnings.warn(f"{pre_path}: {gsd:.2g} m/px is coarser than the model's domain "
+                                  f"(<= {model_gsd * MAX_UPSAMPLE:g} m/px); changes smaller than a few pixels are "
+                                  "invisible to it", ImageryWarning, stacklevel=2)
+            return caption_scene(self, pair, opts,
                                  heatmap_path=heatmap, geojson_path=geojson, geojson_crs=geojson_crs)
 
     def __post_init__(self):

@@ -94,7 +94,10 @@ def caption(
     resize: bool = typer.Option(False, help="Resize the after image to the before image if sizes differ."),
     max_pixels: int | None = typer.Option(None, "--max-pixels", min=1, help="Refuse images whose header claims more "
                                           "pixels than this (default 2^31; a guard against corrupt headers)."),
-    overlap: int = typer.Option(32, help="Tile overlap in pixels for large scenes."),
+    gsd: float | None = typer.Option(None, "--gsd", min=0.01, help="Ground resolution in metres per pixel (default: "
+                                     "from a georeferenced pair in a metric CRS). Imagery coarser than the model's "
+                                     "0.5 m is cut into smaller, upsampled tiles."),
+    overlap: int = typer.Option(32, help="Tile overlap in pixels for large scenes (at the model's resolution)."),
     batch: int = typer.Option(8, help="Tiles per inference batch."),
     progress: bool = typer.Option(True, help="Progress bar for large scenes (on stderr, when a terminal)."),
 ):
@@ -113,7 +116,7 @@ def caption(
             scene = captioner.caption(
                 pre, post, ReadOptions(bands=_parse_bands(bands), resize=resize, **limit),
                 TileOptions(tile=captioner.input_size, overlap=overlap, batch=batch, progress=progress),
-                geojson=geojson, heatmap=heatmap, geojson_crs=geojson_crs,
+                geojson=geojson, heatmap=heatmap, geojson_crs=geojson_crs, gsd=gsd,
             )
     except typer.BadParameter:
         raise

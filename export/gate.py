@@ -77,6 +77,7 @@ def install_gate(bundle_root: str | Path, head, info: dict) -> dict:
     m["files"][GATE_FILE] = {}
     for v in m["variants"].values():
         v["gate"] = GATE_FILE
+    m["input"]["gsd_m"] = info.get("input_gsd_m", 0.5)  # the ground resolution the model was made for (LEVIR-CC)
     old = m.get("gate", {})
     m["gate"] = {**info, "file": GATE_FILE, "input": "trunk tokens of both dates [B,N,dc]", "validation": validation,
                  "replaces": {"fusion_gate_threshold": old.get("fusion_gate_threshold", old.get("threshold", 0.5))}}

@@ -90,7 +90,8 @@ def test_caption_geotiff_scene_writes_georeferenced_outputs(tiny_bundle, fixture
     rasterio = pytest.importorskip("rasterio", reason="GeoTIFF needs the geo extra")
     gj, hm = tmp_path / "changes.geojson", tmp_path / "heat.tif"
     r = runner.invoke(app, ["caption", str(fixtures_dir / "geo_pre.tif"), str(fixtures_dir / "geo_post_4326.tif"),
-                            "--model", str(tiny_bundle), "--json", "--geojson", str(gj), "--heatmap", str(hm)])
+                            "--model", str(tiny_bundle), "--json", "--geojson", str(gj), "--heatmap", str(hm),
+                            "--gsd", "0.5"])  # the fixture's grid is 1 m: at the model's 0.5 m it is one tile
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     with rasterio.open(fixtures_dir / "geo_pre.tif") as pre, rasterio.open(hm) as heat:

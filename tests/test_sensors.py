@@ -44,3 +44,31 @@ def test_ground_resolutions_far_apart_warn(tmp_path):
     with read_pair(*paths) as pair:
         msgs = pair_warnings(pair)
     assert any("ground resolution" in m and "coarse.tif" in m for m in msgs)
+
+
+def test_tile_for_gsd():
+    from edgecc.sensors import tile_for_gsd
+
+    assert tile_for_gsd(256, None) == 256 and tile_for_gsd(256, 0.5) == 256 and tile_for_gsd(256, 0.3) == 256
+    assert tile_for_gsd(256, 1.5) == 85 and tile_for_gsd(256, 1.0) == 128
+    assert tile_for_gsd(256, 10.0) == 64  # outside the domain: the upsampling factor stops at 4
+
+
+def test_coarse_georeferenced_scene_is_cut_finer(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    import edgecc
+
+    rng = np.random.default_rng(2)
+    paths = []
+    for name in ("pre.tif", "post.tif"):
+        p = tmp_path / name
+        with rasterio.open(p, "w", driver="GTiff", width=256, height=256, count=3, dtype="uint8", crs="EPSG:32615",
+                           transform=from_origin(500000, 4100000, 1.0, 1.0)) as ds:
+            ds.write(rng.integers(0, 255, (3, 256, 256), dtype=np.uint8))
+        paths.append(p)
+    cap = edgecc.load()
+    scene = cap.caption(*paths)  # 1 m/px: 128-px tiles, so more than one
+    assert len(scene.tiles) > 1 and max(t.width for t in scene.tiles) == 128
+    assert len(cap.caption(*paths, gsd=0.5).tiles) == 1  # an explicit resolution wins

@@ -93,7 +93,10 @@ def collect(bundle, opts: RealEvalOptions) -> _Pool:
     rng = np.random.default_rng(opts.seed)
     for t in corpus.tiles():
         pre, post, mask = t.load()
-        s, d = features(*tok(pre, post))
+        s, d = features(*tok(pre, post))  # d: the native tile's distance map (the mask is fitted on it)
+        views = t.views()
+        if len(views) > 1:  # coarse imagery: the runtime cuts it finer; the tile's statistics are its views' max
+            s = np.max([features(*tok(a, b))[0][0] for a, b in views], axis=0)[None]
         rows.append((s[0], d[0], t.label, 1.0, _cells(mask, grid), t.source, t.scene.scene, "real", t))
         for img in (pre, post):
             for kind in rng.choice(INVARIANCE_KINDS + ("shift3", "rotate"), opts.perturb_per_tile, replace=False):

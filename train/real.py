@@ -76,6 +76,19 @@ class RealTile:
         r, c = self.row, self.col
         return pre[r:r + size, c:c + size], post[r:r + size, c:c + size], mask[r:r + size, c:c + size]
 
+    def views(self, size: int = 256) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The tile as the runtime sees it at its ground resolution: one pair, or, for imagery coarser than the
+        model's (edgecc.sensors.tile_for_gsd), sub-tiles cut and upsampled to size x size."""
+        from edgecc.sensors import tile_for_gsd
+
+        pre, post, _ = self.load(size)
+        n = tile_for_gsd(size, self.scene.gsd_m)
+        if n == size:
+            return [(pre, post)]
+        up = lambda x: cv2.resize(x, (size, size), interpolation=cv2.INTER_CUBIC)  # noqa: E731
+        return [(up(pre[r:r + n, c:c + n]), up(post[r:r + n, c:c + n]))
+                for r in range(0, size - n + 1, n) for c in range(0, size - n + 1, n)]
+
 
 def _rgb(p: Path) -> np.ndarray:
     im = cv2.imread(str(p), cv2.IMREAD_COLOR)
