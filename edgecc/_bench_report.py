@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 QUALITY_LABEL = "LEVIR-CC-synth"
+_QUALITY = ("CIDEr-D", "CIDEr chg", "BLEU-4", "gate", "drift")  # from the manifest: "n/a" where it has none
 _COLUMNS = (  # header, getter, format
     ("backend", lambda r: r["backend"], "{}"),
     ("prec", lambda r: r["precision"], "{}"),
@@ -38,22 +39,19 @@ def _triple(lat: dict) -> str | None:
 
 
 def _cells(row: dict) -> list[str]:
-    out = []
-    for _, get, fmt in _COLUMNS:
-        v = get(row)
-        out.append("-" if v is None else fmt.format(v))
-    return out
+    return [("n/a" if head in _QUALITY else "-") if (v := get(row)) is None else fmt.format(v)
+            for head, get, fmt in _COLUMNS]
 
 
 def _caption(report: dict) -> str:
     m, b = report["machine"], report["bundle"]
-    q = next((r["quality"] for r in report["rows"] if r["quality"].get("n")), None)
-    qual = f"quality: {QUALITY_LABEL} {q['split']} n={q['n']}" if q else "quality: not measured"
+    q = next((r["quality"] for r in report["rows"] if r["quality"]["CIDEr-D"] is not None), None)
+    qual = f"quality: {QUALITY_LABEL} {q.get('split')} n={q.get('n')} from the bundle manifest" if q else "quality: n/a"
     return (f"{b['name']} ({b['files_sha256'][:12]}) on {m['cpu']}, {m['cores']} cores"
             f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}; onnxruntime {m['versions']['onnxruntime']}; "
             f"load {m['loadavg_at_start']}; {report['date']}; {qual}; latency ms p50 per call at the row's batch "
             f"(enc: encoder, tok: one decoder step), gate on, decoding {_decoding(b)}; "
-            "drift: CIDEr-D minus the reference row's")
+            "drift: CIDEr-D minus the fp32 variant's")
 
 
 def _decoding(bundle: dict) -> str:
@@ -71,7 +69,7 @@ def print_table(report: dict, console=None) -> None:
     console = console or Console(width=None if sys.stdout.isatty() else 220)  # files and pipes get every column
     rows = [r for r in report["rows"] if r["status"] != "skipped"]
     cells = [_cells(r) for r in rows]
-    keep = [i for i in range(len(_COLUMNS)) if i < 4 or any(c[i] not in ("-", "") for c in cells)]
+    keep = [i for i in range(len(_COLUMNS)) if i < 4 or any(c[i] not in ("-", "", "n/a") for c in cells)]
     table = Table(title="edgecc bench", caption=_caption(report), show_lines=False)
     for i in keep:
         head = _COLUMNS[i][0]

@@ -143,6 +143,7 @@ class Bundle:
                 "metrics": {
                     "dataset": "LEVIR-CC-synth" if met.get("dataset") == "levircc-synth" else met.get("dataset"),
                     "split": met.get("split"),
+                    "n": met.get("n"),
                     "CIDEr-D": (met.get("metrics") or {}).get("CIDEr-D"),
                     "CIDEr-D-changed": ((met.get("changed") or {}).get("metrics") or {}).get("CIDEr-D"),
                     "BLEU-4": (met.get("metrics") or {}).get("BLEU-4"),

@@ -296,7 +296,7 @@ def train(
 @app.command()
 def distill(
     teacher: Path = typer.Option(..., help="The teacher's model.pt."),
-    captions: Path = typer.Option(Path("../shared/data/levircc/LevirCCcaptions.json"), help="LevirCCcaptions.json."),
+    captions: Path = typer.Option(..., help="LevirCCcaptions.json."),
     out: Path = typer.Option(Path("runs/student")),
     decoder: str = typer.Option("mamba", help="transformer | mamba | sparse"),
     trunk_blocks: int = typer.Option(8, help="Lite0 blocks kept (8, 10 or 11)."),
@@ -455,18 +455,16 @@ def quantize(
 def bench(
     model: Path | None = typer.Option(None, "--model", "-m", help="Bundle dir or model name (default, teacher)."),
     checkpoint: Path | None = typer.Option(None, help="PyTorch checkpoint for the torch-* rows."),
-    captions: Path | None = typer.Option(None, help="LevirCCcaptions.json (default: ../shared/data/levircc/)."),
-    quick: bool = typer.Option(False, help="Fewer repetitions, 100 quality pairs (a smoke run)."),
+    quick: bool = typer.Option(False, help="Fewer repetitions (a smoke run)."),
     backends: str | None = typer.Option(None, help="Comma-separated backends (default: every registered one)."),
     precisions: str | None = typer.Option(None, help="Comma-separated precisions (default: fp32,fp16,int8)."),
     batches: str = typer.Option("1,8", help="Comma-separated batch sizes."),
-    quality: bool = typer.Option(True, help="Measure caption quality on LEVIR-CC-synth."),
-    limit: int | None = typer.Option(None, help="Quality pairs (default: 100 with --quick, else all 1,929)."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON."),
     markdown: Path | None = typer.Option(None, help="Write the table as markdown."),
     plot: Path | None = typer.Option(None, help="Write latency vs CIDEr-D as PNG (needs edgecc[plot])."),
 ):
-    """Latency, throughput, cold start, memory and quality across backends x precisions x batch sizes."""
+    """Latency, throughput, cold start and memory across backends x precisions x batch sizes, beside the quality
+    the bundle manifest stores per variant (`edgecc eval` measures it)."""
     try:
         from edgecc import bench as b
 
@@ -474,9 +472,8 @@ def bench(
             return tuple(x.strip() for x in s.split(",") if x.strip()) if s else None
 
         opts = b.BenchOptions(model=str(model) if model else None, checkpoint=str(checkpoint) if checkpoint else None,
-                              captions=str(captions) if captions else None, quick=quick, backends=names(backends),
-                              precisions=names(precisions), batches=tuple(int(x) for x in names(batches)),
-                              quality=quality, quality_limit=limit)
+                              quick=quick, backends=names(backends), precisions=names(precisions),
+                              batches=tuple(int(x) for x in names(batches)))
         report = b.run(opts)
         b.print_table(report)
         b.save_outputs(report, json_path=json_path, markdown_path=markdown, plot_path=plot)

@@ -113,19 +113,22 @@ _BLOCK_FACTORY = """
 import sys
 class _Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'onnx', 'onnxscript'):
+        if any(name == b or name.startswith(b + '.') for b in {blocked!r}):
             raise ImportError('the runtime imported ' + name)
 sys.meta_path.insert(0, _Block())
 """
+FACTORY_PACKAGES = ("edgecc.train", "edgecc.export", "edgecc.calibration")
 
 
 @pytest.fixture(scope="session")
 def run_without_factory():
-    """run(code) -> CompletedProcess: `code` in a fresh interpreter where importing torch / onnx raises."""
+    """run(code, timeout=300, packages=False) -> CompletedProcess: `code` in a fresh interpreter where importing
+    torch / onnx raises (with packages=True, importing edgecc.train / .export / .calibration too)."""
     import subprocess
 
-    def run(code: str, timeout: int = 300):
-        return subprocess.run([sys.executable, "-c", _BLOCK_FACTORY + code], capture_output=True, text=True,
-                              timeout=timeout)
+    def run(code: str, timeout: int = 300, packages: bool = False):
+        blocked = ("torch", "onnx", "onnxscript") + (FACTORY_PACKAGES if packages else ())
+        return subprocess.run([sys.executable, "-c", _BLOCK_FACTORY.format(blocked=blocked) + code],
+                              capture_output=True, text=True, timeout=timeout)
 
     return run

@@ -1,4 +1,4 @@
-"""edgecc.bench: the registry-driven matrix, skip reasons, the report schema on a tiny real run, quality.
+"""edgecc.bench: the registry-driven matrix, skip reasons, the report schema on a tiny real run, stored quality.
 
 No timing assertions: benchmarks live in the benchmark. Fixtures `tiny_bundle` / `tiny_checkpoint` come from
 tests/conftest.py (tests/data/make_tiny_bundle.py).
@@ -10,15 +10,14 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgecc import bench
 from edgecc.bench import PRECISIONS, BenchOptions, Precision, plan, run, save_outputs
-from edgecc.bundle import Bundle
+from edgecc.bundle import Bundle, write_manifest
 from edgecc.engines import BACKENDS
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CAPTIONS = SHARED_DATA / "levircc" / "LevirCCcaptions.json"
 FAST = dict(warmup=1, min_reps=2, budget_s=0.0, n_inputs=4)  # smallest honest timing loop
 LATENCY_KEYS = {"encode_p50", "token_p50", "total_p50", "total_p90", "total_p99"}
 QUALITY_KEYS = {"CIDEr-D", "CIDEr-D-changed", "BLEU-4", "gate_accuracy", "cider_drift"}
@@ -93,8 +92,6 @@ def test_step_timer_counts_decoder_steps_only():
                 self.timer.step(pre, t, None)
             return [Caption("x", (), True, 1.0, timings_ms={"encode": 0.1}) for _ in pre]
 
-    import numpy as np
-
     timer = bench._StepTimer(Engine())
     pre = np.zeros((4, 8, 8, 3), np.uint8)
     out = bench.time_batch(Cap(timer), timer, pre, pre, 2, {"warmup": 1, "min_reps": 2, "max_reps": 4, "budget_s": 0})
@@ -106,7 +103,7 @@ def test_step_timer_counts_decoder_steps_only():
 def test_report_schema_on_a_tiny_run(tiny_bundle, tiny_checkpoint, tmp_path):
     backends = ("ort-cpu", "ort-cuda") + (("torch-cpu",) if HAS_TORCH else ())
     opts = BenchOptions(model=str(tiny_bundle), checkpoint=str(tiny_checkpoint), backends=backends,
-                        precisions=("fp32", "int8"), batches=(1, 2), quality=False, **FAST)
+                        precisions=("fp32", "int8"), batches=(1, 2), **FAST)
     report = run(opts, progress=lambda msg: None)
     save_outputs(report, json_path=tmp_path / "b.json", markdown_path=tmp_path / "b.md")
     rep = json.loads((tmp_path / "b.json").read_text())
@@ -129,38 +126,53 @@ def test_report_schema_on_a_tiny_run(tiny_bundle, tiny_checkpoint, tmp_path):
         assert r["throughput_pairs_s"] > 0 and r["cold_start_s"] > 0 and r["peak_rss_mb"] > 0
         assert r["best_batch"] in (1, 2) and r["timing"]["reps"] >= 2
     md = (tmp_path / "b.md").read_text()
-    assert "LEVIR-CC-synth" in md or "quality: not measured" in md
+    assert "quality: n/a" in md and "| n/a |" in md  # the tiny bundle's manifest stores no metrics
     assert md.count("\n| ort-cpu |") == 4
 
 
 def test_plot(tiny_bundle, tmp_path):
     pytest.importorskip("matplotlib", reason="--plot needs the 'plot' extra")
     report = run(BenchOptions(model=str(tiny_bundle), backends=("ort-cpu",), precisions=("fp32",), batches=(1,),
-                              quality=False, isolate=False, **FAST), progress=lambda msg: None)
+                              isolate=False, **FAST), progress=lambda msg: None)
     save_outputs(report, plot_path=tmp_path / "b.png")
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.requires_shared
-def test_quality_on_a_tiny_subset(tiny_bundle):
-    if not CAPTIONS.is_file():
-        pytest.skip(f"LEVIR-CC captions not found at {CAPTIONS} (only present next to the project checkout)")
-    pytest.importorskip("pycocoevalcap", reason="caption metrics need the 'eval' extra")
-    report = run(BenchOptions(model=str(tiny_bundle), captions=str(CAPTIONS), backends=("ort-cpu",),
-                              precisions=("fp32",), batches=(1,), quality_limit=4, isolate=False, **FAST),
-                 progress=lambda msg: None)
-    q = report["rows"][0]["quality"]
-    assert q["n"] == 4 and q["dataset"] == "levircc-synth"
-    assert q["CIDEr-D"] is not None and q["BLEU-4"] is not None and 0 <= q["gate_accuracy"] <= 1
-    assert q["cider_drift"] == 0.0 and q["drift_ref"] == "ort-cpu/fp32"  # the reference row against itself
+def _metrics(cider):
+    return {"dataset": "levircc-synth", "split": "test", "n": 8, "metrics": {"CIDEr-D": cider, "BLEU-4": 0.5},
+            "changed": {"metrics": {"CIDEr-D": cider / 2}}, "gate_accuracy": 0.9}
 
 
-def test_missing_captions_give_null_quality_with_reason(tiny_bundle, tmp_path):
-    report = run(BenchOptions(model=str(tiny_bundle), captions=str(tmp_path / "nope.json"), backends=("ort-cpu",),
-                              precisions=("fp32",), batches=(1,), isolate=False, **FAST), progress=lambda msg: None)
-    row = report["rows"][0]
-    assert row["status"] == "ok" and row["quality"]["CIDEr-D"] is None
-    assert "captions file not found" in row["quality_reason"]
+def test_quality_and_drift_come_from_the_manifest(tiny_bundle, tiny_checkpoint, tmp_path):
+    """No live scoring: each variant's stored test metrics, drift against fp32's; n/a where none is stored."""
+    import shutil
+
+    root = shutil.copytree(tiny_bundle, tmp_path / "b")
+    m = Bundle.open(root).manifest
+    variants = {**m["variants"], "int8": {**m["variants"]["fp32"], "test_metrics": _metrics(1.2)},
+                "fp16": dict(m["variants"]["fp32"])}  # stand-ins on the fp32 graphs; fp16 has no metrics
+    write_manifest(root, {**m, "files": list(m["files"]), "variants": variants, "metrics": _metrics(1.25)})
+    rows = plan(BenchOptions(model=str(root), checkpoint=str(tiny_checkpoint), batches=(1,)))
+    fp32, int8, fp16 = (_rows(rows, "ort-cpu", p)[0] for p in ("fp32", "int8", "fp16"))
+    assert fp32["quality"]["CIDEr-D"] == 1.25 and fp32["quality"]["cider_drift"] == 0.0
+    assert int8["quality"]["CIDEr-D"] == 1.2 and int8["quality"]["cider_drift"] == -0.05
+    assert int8["quality"]["CIDEr-D-changed"] == 0.6 and int8["quality"]["n"] == 8
+    assert fp16["quality"]["CIDEr-D"] is None and "no fp16 test metrics in the manifest" in fp16["quality_reason"]
+    torch_row = _rows(rows, "torch-cpu", "fp32")[0]
+    assert torch_row["quality"]["CIDEr-D"] is None and "checkpoint" in torch_row["quality_reason"]
+    from edgecc._bench_report import to_markdown
+
+    md = to_markdown({"machine": {"cpu": "x", "cores": 1, "versions": {"onnxruntime": "1"}, "loadavg_at_start": []},
+                      "bundle": {"name": "b", "files_sha256": "0" * 64}, "date": "d", "rows": rows})
+    assert "LEVIR-CC-synth test n=8 from the bundle manifest" in md
+    assert "| 1.200 | 0.600 | 0.500 | 0.900 | -0.050 |" in md and "| n/a | n/a | n/a | n/a | n/a |" in md
+
+
+def test_inputs_rotate_changed_and_unchanged_pairs():
+    pre, post = bench.make_inputs(64, 6)
+    assert pre.shape == post.shape == (6, 64, 64, 3) and pre.dtype == np.uint8
+    assert [bool((a != b).any()) for a, b in zip(pre, post)] == [True, True, False] * 2
+    assert (bench.make_inputs(64, 6)[1] == post).all()  # seeded
 
 
 def test_cli_bench(tiny_bundle, tmp_path):
@@ -170,7 +182,7 @@ def test_cli_bench(tiny_bundle, tmp_path):
 
     out = tmp_path / "cli.json"
     res = CliRunner().invoke(app, ["bench", "--model", str(tiny_bundle), "--backends", "ort-cpu", "--precisions",
-                                   "fp32,int8", "--batches", "1", "--no-quality", "--quick", "--json", str(out)])
+                                   "fp32,int8", "--batches", "1", "--quick", "--json", str(out)])
     assert res.exit_code == 0, res.output
     rows = json.loads(out.read_text())["rows"]
     assert [(r["precision"], r["status"]) for r in rows] == [("fp32", "ok"), ("int8", "skipped")]

@@ -43,7 +43,7 @@ def distance_stats(d: torch.Tensor) -> torch.Tensor:
 
 
 class GateHead(nn.Module):
-    """ta, tb [B,N,dc] -> gate_prob [B] (calibrated), mask [B,G,G] (per-cell change probability)."""
+    """ta, tb [B,N,dc] -> gate_prob [B] (calibrated), mask [B,G,G] (per-cell change probability, <= gate_prob)."""
 
     def __init__(self, grid: int = 8):
         super().__init__()
@@ -64,7 +64,8 @@ class GateHead(nn.Module):
     def forward(self, ta, tb):
         d = token_distance(ta, tb)  # [B,N]
         gate = torch.sigmoid(self.logit(distance_stats(d)) / self.temperature)
-        mask = torch.sigmoid(self.mask_logit(d)).reshape(-1, self.grid, self.grid)
+        # a cell cannot be likelier changed than its tile: unchanged tiles keep a quiet heatmap
+        mask = torch.minimum(torch.sigmoid(self.mask_logit(d)), gate[:, None]).reshape(-1, self.grid, self.grid)
         return gate, mask
 
     def identity_score(self) -> float:
@@ -163,7 +164,7 @@ def predict(head: GateHead, data: GateSet) -> tuple[np.ndarray, np.ndarray]:
     """-> gate probability [N], mask probability [N,G*G], from precomputed features (the exported head's math)."""
     with torch.no_grad():
         p = torch.sigmoid(head.logit(torch.from_numpy(data.stats).float()) / head.temperature)
-        m = torch.sigmoid(head.mask_logit(torch.from_numpy(data.d).float()))
+        m = torch.minimum(torch.sigmoid(head.mask_logit(torch.from_numpy(data.d).float())), p[:, None])
     return p.numpy(), m.numpy()
 
 

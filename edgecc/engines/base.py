@@ -119,7 +119,7 @@ def _tensorrt() -> str | None:
 
 
 _ORT = "edgecc.engines.ort:OrtEngine"
-_TORCH = "edgecc.engines.torch:TorchEngine"
+_TORCH = "edgecc.train.torch_engine:TorchEngine"  # factory code: needs edgecc[train]
 register_backend(Backend("ort-cpu", _ORT, "cpu", _ort_provider("CPUExecutionProvider"), {"device": "cpu"}))
 register_backend(Backend("ort-cuda", _ORT, "cuda", _ort_provider("CUDAExecutionProvider"), {"device": "cuda"}))
 register_backend(

@@ -1,7 +1,7 @@
-"""PyTorch engine (factory side): the same seam over the PyTorch model, for parity tests and GPU work.
+"""PyTorch engine (factory): the runtime's engine seam over the PyTorch model, for parity tests and GPU work.
 
 It needs the training checkpoint (`model.pt`) that the bundle was exported from: pass `checkpoint=`, or put it in
-the bundle directory as `model.pt`. torch is imported here only, never by the runtime.
+the bundle directory as `model.pt`. The runtime reaches it only through the backend registry (torch-cpu, torch-cuda).
 
 Example:
     >>> engine = create_engine("torch-cpu", bundle, checkpoint="runs/teacher/model.pt")
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Encoded
+from edgecc.engines import Encoded
 
 
 class TorchEngine:
@@ -21,7 +21,7 @@ class TorchEngine:
                  threads: int | None = None):
         import torch
 
-        from edgecc.train.train import load_checkpoint
+        from .train import load_checkpoint
 
         if precision not in ("fp32", "fp16", "bf16"):
             raise ValueError(f"torch engine runs fp32/fp16/bf16, not {precision}")
