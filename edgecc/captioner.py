@@ -98,8 +98,7 @@ def load(bundle: str | Path | None = None, backend: str = "ort-cpu", precision: 
     b = Bundle.open(bundle)
     if precision is None:
         cpu = backend in BACKENDS and BACKENDS[backend].device == "cpu"
-        rec = b.manifest.get("runtime", {}).get("cpu_precision", "fp32") if cpu else "fp32"
-        precision = rec if rec in b.manifest["variants"] else "fp32"
+        precision = b.cpu_precision if cpu else "fp32"
     if options is None:
         options = DecodingOptions(**b.manifest.get("decoding", {}))
     return Captioner(b, create_engine(backend, b, precision, **engine_options), options, precision, threshold)

@@ -14,15 +14,21 @@ ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
+def _write_pair(d: Path, size: int, rows: slice, seed: int):
+    """Seeded noise `pre.png` and a `post.png` with one red block (rows x cols 60:200); -> (pre, post) arrays."""
+    rng = np.random.default_rng(seed)
+    pre = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    post = pre.copy()
+    post[rows, 60:200] = (30, 30, 200)
+    cv2.imwrite(str(d / "pre.png"), pre)
+    cv2.imwrite(str(d / "post.png"), post)
+    return pre, post
+
+
 @pytest.fixture(scope="module")
 def png_pair(tmp_path_factory):
     d = tmp_path_factory.mktemp("pngs")
-    rng = np.random.default_rng(3)
-    pre = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
-    post = pre.copy()
-    post[40:120, 60:200] = (30, 30, 200)
-    cv2.imwrite(str(d / "pre.png"), pre)
-    cv2.imwrite(str(d / "post.png"), post)
+    _write_pair(d, 256, slice(40, 120), seed=3)
     return d / "pre.png", d / "post.png"
 
 
@@ -160,12 +166,7 @@ def test_threshold_option_moves_the_call():
 def tiled_pair(tmp_path_factory):
     """320 x 320: with --overlap 240 a 256 model input gives 25 tiles, enough for the progress bar."""
     d = tmp_path_factory.mktemp("tiled")
-    rng = np.random.default_rng(5)
-    pre = rng.integers(0, 255, (320, 320, 3), dtype=np.uint8)
-    post = pre.copy()
-    post[40:160, 60:200] = (30, 30, 200)
-    cv2.imwrite(str(d / "pre.png"), pre)
-    cv2.imwrite(str(d / "post.png"), post)
+    _, post = _write_pair(d, 320, slice(40, 160), seed=5)
     cv2.imwrite(str(d / "post_half.png"), cv2.resize(post, (160, 160)))
     return d
 

@@ -58,6 +58,7 @@ class _Pool:
     scene: np.ndarray  # [N] str
     kind: np.ndarray  # [N] "real" | a perturbation | "synth"
     tiles: list  # RealTile for kind == "real" rows, else None
+    tokens: tuple[int, int] = (0, 0)  # the gate's input tokens per date: (N, dc)
 
 
 def _trunk(bundle, precision: str):
@@ -85,15 +86,18 @@ def _cells(mask: np.ndarray, grid: int) -> np.ndarray:
 
 def collect(bundle, opts: RealEvalOptions) -> _Pool:
     """Trunk tokens -> gate features for real tiles, same-image copies and LEVIR-CC-synth pairs."""
-    precision = opts.precision or _precision(bundle)
+    precision = opts.precision or bundle.cpu_precision
     tok = _trunk(bundle, precision)
     grid = int(bundle.manifest.get("mask_grid", 8))
     corpus = RealCorpus.scan(opts.data)
     rows: list[tuple] = []  # (stats, d, label, weight, cells, source, scene, kind, tile)
+    shape = None
     rng = np.random.default_rng(opts.seed)
     for t in corpus.tiles():
         pre, post, mask = t.load()
-        s, d = features(*tok(pre, post))  # d: the native tile's distance map (the mask is fitted on it)
+        ta, tb = tok(pre, post)
+        shape = ta.shape[1:]
+        s, d = features(ta, tb)  # d: the native tile's distance map (the mask is fitted on it)
         views = t.views()
         if len(views) > 1:  # coarse imagery: the runtime cuts it finer; the tile's statistics are its views' max
             s = np.max([features(*tok(a, b))[0][0] for a, b in views], axis=0)[None]
@@ -120,12 +124,7 @@ def collect(bundle, opts: RealEvalOptions) -> _Pool:
     gs = GateSet(np.stack(cols[0]).astype(np.float32), np.stack(cols[1]).astype(np.float32),
                  np.array(cols[2], np.int64), np.array(cols[3], np.float32),
                  np.stack([c.reshape(-1) for c in cols[4]]).astype(np.float32))
-    return _Pool(gs, np.array(cols[5]), np.array(cols[6]), np.array(cols[7]), list(cols[8]))
-
-
-def _precision(bundle) -> str:
-    rec = bundle.manifest.get("runtime", {}).get("cpu_precision", "fp32")
-    return rec if rec in bundle.manifest["variants"] else "fp32"
+    return _Pool(gs, np.array(cols[5]), np.array(cols[6]), np.array(cols[7]), list(cols[8]), tuple(map(int, shape)))
 
 
 def _split(pool: _Pool, sources: set[str], opts: RealEvalOptions, exclude: np.ndarray | None = None
@@ -230,7 +229,7 @@ def evaluate_real(bundle_root=None, opts: RealEvalOptions | None = None, caption
     if opts is None:
         raise ValueError("evaluate_real needs RealEvalOptions(data=...): the folder with real_pairs/")
     bundle = Bundle.open(bundle_root)
-    precision = opts.precision or _precision(bundle)
+    precision = opts.precision or bundle.cpu_precision
     t0 = time.time()
     pool = collect(bundle, replace(opts, precision=precision))
     captioner = edgecc.load(bundle.root, precision=precision) if captions else None
@@ -317,13 +316,12 @@ def fit_shipped_gate(bundle_root, opts: RealEvalOptions):
     from edgecc.bundle import Bundle
 
     bundle = Bundle.open(bundle_root)
-    pool = collect(bundle, replace(opts, precision=opts.precision or _precision(bundle)))
+    pool = collect(bundle, replace(opts, precision=opts.precision or bundle.cpu_precision))
     sources = domain_sources(pool, opts)
     head, thr_val = fit_on(pool, sources, opts)
     thr, oof = operating_threshold(pool, sources, opts)
     corpus = RealCorpus.scan(opts.data)
-    probe = _trunk(bundle, opts.precision or _precision(bundle))(*[np.zeros((256, 256, 3), np.uint8)] * 2)[0]
-    info = {**describe(head), "threshold": thr, "input_tokens": int(probe.shape[1]), "input_dim": int(probe.shape[2]),
+    info = {**describe(head), "threshold": thr, "input_tokens": pool.tokens[0], "input_dim": pool.tokens[1],
             f"threshold_at_val_recall_{opts.recall:g}": round(thr_val, 4),
             "method": "logistic on token-distance statistics (non-negative weights), temperature on validation scenes",
             "trained_on": {"real": sorted(sources), "synth": opts.synth_pairs,
