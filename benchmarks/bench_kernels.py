@@ -24,7 +24,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -146,14 +145,11 @@ def cuda_rows(tokens: list[int], channels: int, heads: int) -> list[dict]:
 
 
 def machine_name() -> str:
-    model = ""
-    try:
-        model = next((line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    except OSError:
-        pass
-    kind = "xeon" if "Xeon" in model else (platform.machine() or "cpu").lower()
-    return f"{kind}-{len(os.sched_getaffinity(0))}core"
+    from edgecc.cpu import cpu
+
+    c = cpu()
+    kind = "xeon" if "Xeon" in c.model else (c.machine or "cpu").lower()
+    return f"{kind}-{c.cores}core"
 
 
 def table(rows: list[dict]) -> str:

@@ -182,21 +182,10 @@ def plan(opts: BenchOptions, bundle: Bundle | None = None) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- machine, inputs
 
-_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "neon",
-          "asimd", "asimddp")
-
-
 def machine_info() -> dict:
-    cpu_model, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, val = line.partition(":")
-            if key.strip() == "model name" and cpu_model in ("unknown", platform.processor()):
-                cpu_model = val.strip()
-            elif key.strip() in ("flags", "Features") and not flags:
-                flags = set(val.split())
-    except OSError:
-        pass
+    from edgecc.cpu import cpu
+
+    c = cpu()
     import onnxruntime as ort
 
     versions = {"python": platform.python_version(), "numpy": np.__version__, "onnxruntime": ort.__version__}
@@ -214,8 +203,7 @@ def machine_info() -> dict:
         gpu = out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"cpu": cpu_model, "cpu_flags": sorted(f for f in _FLAGS if f in flags),
-            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    return {"cpu": c.model, "cpu_flags": sorted(c.isa), "cores": c.cores,
             "logical_cpus": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
             "os": f"{platform.system()} {platform.release()}", "machine": platform.machine(), "gpu": gpu,
             "providers": ort.get_available_providers(), "versions": versions,

@@ -14,6 +14,7 @@ import os
 import warnings
 from pathlib import Path
 
+import click
 import typer
 from typer.core import TyperGroup
 
@@ -28,6 +29,7 @@ class _Shell(TyperGroup):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
+        """The one place a failure becomes `edgecc: error: <one line>` (exit 2; a traceback only with --debug)."""
         with warnings.catch_warnings():  # restores showwarning after (CliRunner runs in the caller's process)
             warnings.showwarning = _show_warning
             try:
@@ -35,6 +37,14 @@ class _Shell(TyperGroup):
             except KeyboardInterrupt:
                 typer.echo("edgecc: interrupted", err=True)
                 raise typer.Exit(130) from None
+            except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+                raise  # usage errors and exits keep click's own wording and codes
+            except Exception as e:
+                if ctx.meta.get("edgecc.debug"):
+                    raise
+                msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+                typer.echo(f"edgecc: error: {msg}", err=True)
+                raise typer.Exit(2) from None
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -45,18 +55,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 app = typer.Typer(cls=_Shell, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Change captioning at the edge: two images of the same place in, one sentence out.")
-
-_DEBUG = {"on": False}
-
-
-def _fail(e: BaseException) -> None:
-    """One line on stderr naming the file and the problem; a traceback only with --debug."""
-    if _DEBUG["on"]:
-        raise e
-    msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
-    typer.echo(f"edgecc: error: {msg}", err=True)
-    raise typer.Exit(2)
-
 
 def _parse_bands(bands: str | None):
     if not bands:
@@ -71,8 +69,9 @@ def _parse_bands(bands: str | None):
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors (anywhere on the line).")):
-    _DEBUG["on"] = debug
+def _main(ctx: typer.Context,
+          debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors (anywhere on the line).")):
+    ctx.meta["edgecc.debug"] = debug
 
 
 @app.command()
@@ -102,26 +101,21 @@ def caption(
     progress: bool = typer.Option(True, help="Progress bar for large scenes (on stderr, when a terminal)."),
 ):
     """Caption what changed between two images of the same place."""
-    try:
-        import edgecc
-        from edgecc.decoding import DecodingOptions
-        from edgecc.imagery import ReadOptions
-        from edgecc.tiling import TileOptions
+    import edgecc
+    from edgecc.decoding import DecodingOptions
+    from edgecc.imagery import ReadOptions
+    from edgecc.tiling import TileOptions
 
-        options = DecodingOptions(beam_size=beam) if beam else None
-        captioner = edgecc.load(model, backend=backend, precision=precision, options=options, threshold=threshold)
-        limit = {"max_pixels": max_pixels} if max_pixels else {}
-        with warnings.catch_warnings(record=True) as seen:  # shown on stderr below, and kept in the JSON
-            warnings.simplefilter("always")
-            scene = captioner.caption(
-                pre, post, ReadOptions(bands=_parse_bands(bands), resize=resize, **limit),
-                TileOptions(tile=captioner.input_size, overlap=overlap, batch=batch, progress=progress),
-                geojson=geojson, heatmap=heatmap, geojson_crs=geojson_crs, gsd=gsd,
-            )
-    except typer.BadParameter:
-        raise
-    except Exception as e:  # noqa: BLE001 - the shell turns every failure into one line
-        _fail(e)
+    options = DecodingOptions(beam_size=beam) if beam else None
+    captioner = edgecc.load(model, backend=backend, precision=precision, options=options, threshold=threshold)
+    limit = {"max_pixels": max_pixels} if max_pixels else {}
+    with warnings.catch_warnings(record=True) as seen:  # shown on stderr below, and kept in the JSON
+        warnings.simplefilter("always")
+        scene = captioner.caption(
+            pre, post, ReadOptions(bands=_parse_bands(bands), resize=resize, **limit),
+            TileOptions(tile=captioner.input_size, overlap=overlap, batch=batch, progress=progress),
+            geojson=geojson, heatmap=heatmap, geojson_crs=geojson_crs, gsd=gsd,
+        )
     said = list(dict.fromkeys(str(w.message).strip().splitlines()[0] for w in seen))
     for msg in said:
         typer.echo(f"edgecc: warning: {msg}", err=True)
@@ -164,12 +158,9 @@ def info(model: str | None = typer.Argument(None, help="Bundle dir or model name
     """Show a bundle's manifest: model, inputs, precision variants and the metrics of the variant that runs."""
     if model and model_option and model != model_option:
         raise typer.BadParameter(f"two models given ({model} and --model {model_option}); give one")
-    try:
-        from edgecc.bundle import Bundle, bundled_models
+    from edgecc.bundle import Bundle, bundled_models
 
-        b = Bundle.open(model_option or model)
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
+    b = Bundle.open(model_option or model)
     m, runs = b.manifest, b.cpu_precision
     if as_json:
         typer.echo(json.dumps({"bundle": str(b.root), "name": b.name, "arch": m.get("arch"), "cpu_precision": runs,
@@ -205,10 +196,12 @@ def _num(v) -> str:
 @app.command()
 def doctor():
     """Versions, ONNX Runtime providers, backends usable here, CPU features, TensorRT presence."""
+    import importlib
     import platform
 
     import numpy
 
+    from edgecc.cpu import cpu
     from edgecc.engines import backend_status
 
     typer.echo(f"python        {platform.python_version()} ({platform.machine()}, {platform.system()})")
@@ -221,13 +214,12 @@ def doctor():
         typer.echo("onnxruntime   not installed")
     for mod in ("cv2", "rasterio", "tensorrt", "torch"):
         try:
-            m = __import__(mod)
+            m = importlib.import_module(mod)
             typer.echo(f"{mod:13s} {getattr(m, '__version__', '?')}")
         except ImportError:
             typer.echo(f"{mod:13s} not installed")
-    flags = _cpu_flags()
-    typer.echo(f"cpu           {_cpu_model()}; {len(__import__('os').sched_getaffinity(0))} cores; "
-               f"{' '.join(f for f in ('avx2', 'avx512f', 'fma', 'avx512_vnni', 'neon') if f in flags) or '-'}")
+    c = cpu()
+    typer.echo(f"cpu           {c.model}; {c.cores} cores; {' '.join(c.isa) or '-'}")
     for name, reason in backend_status().items():
         typer.echo(f"backend       {name:13s} {'ok' if reason is None else 'unavailable: ' + reason}")
     from edgecc.fusion import native_status
@@ -244,29 +236,6 @@ def doctor():
         typer.echo(f"default model unusable: {e}")
 
 
-def _cpu_info() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
-def _cpu_model() -> str:
-    import platform
-
-    for line in _cpu_info().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _cpu_flags() -> set[str]:
-    for line in _cpu_info().splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 @app.command()
 def train(
     captions: Path = typer.Option(..., help="LevirCCcaptions.json (LEVIR-CC captions, official split)."),
@@ -281,15 +250,12 @@ def train(
     init: Path | None = typer.Option(None, help="Continue from this checkpoint's weights."),
 ):
     """Train the teacher (factory: needs edgecc[train])."""
-    try:
-        from edgecc.train.train import TrainOptions
-        from edgecc.train.train import train as run
+    from edgecc.train.train import TrainOptions
+    from edgecc.train.train import train as run
 
-        path = run(TrainOptions(captions=str(captions), out=str(out), data_root=str(data_root) if data_root else None,
-                                steps=steps, batch=batch, lr=lr, variants=variants, limit=limit, threads=threads,
-                                init=str(init) if init else None))
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
+    path = run(TrainOptions(captions=str(captions), out=str(out), data_root=str(data_root) if data_root else None,
+                            steps=steps, batch=batch, lr=lr, variants=variants, limit=limit, threads=threads,
+                            init=str(init) if init else None))
     typer.echo(f"checkpoint {path}")
 
 
@@ -306,14 +272,11 @@ def distill(
     limit: int | None = typer.Option(None, help="Use only the first N pairs per split (smoke runs)."),
 ):
     """Distil the teacher into an edge student on LEVIR-CC-synth (factory: needs edgecc[train])."""
-    try:
-        from edgecc.train.distill import DistillOptions
-        from edgecc.train.distill import distill as run
+    from edgecc.train.distill import DistillOptions
+    from edgecc.train.distill import distill as run
 
-        path = run(DistillOptions(captions=str(captions), teacher=str(teacher), out=str(out), decoder=decoder,
-                                  trunk_blocks=trunk_blocks, steps=steps, batch=batch, lr=lr, limit=limit))
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
+    path = run(DistillOptions(captions=str(captions), teacher=str(teacher), out=str(out), decoder=decoder,
+                              trunk_blocks=trunk_blocks, steps=steps, batch=batch, lr=lr, limit=limit))
     typer.echo(f"checkpoint {path}")
 
 
@@ -325,12 +288,9 @@ def export(
     name: str | None = typer.Option(None),
 ):
     """Export a checkpoint to a validated ONNX bundle (factory: needs edgecc[train])."""
-    try:
-        from edgecc.export.onnx import ExportOptions, export_bundle
+    from edgecc.export.onnx import ExportOptions, export_bundle
 
-        m = export_bundle(checkpoint, out, ExportOptions(validate=validate, name=name))
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
+    m = export_bundle(checkpoint, out, ExportOptions(validate=validate, name=name))
     typer.echo(f"bundle {out}: {', '.join(m['files'])}; validation {json.dumps(m.get('validation', 'skipped'))}")
 
 
@@ -350,26 +310,14 @@ def evaluate(
     update_manifest: bool = typer.Option(False, help="Store the metrics in the bundle's manifest."),
 ):
     """Evaluate a bundle: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (all, changed), gate accuracy, mask IoU, baselines."""
-    try:
-        from edgecc.train.evaluate import EvalOptions, evaluate_bundle, format_report
+    from edgecc.train.evaluate import EvalOptions, evaluate_bundle, format_report, store_metrics
 
-        opts = EvalOptions(split=split, limit=limit, beam_size=beam, meteor=meteor,
-                           data_root=str(data_root) if data_root else None, precision=precision)
-        engine_options = {"checkpoint": checkpoint} if checkpoint else {}
-        rep = evaluate_bundle(model, str(captions), opts, backend=backend, **engine_options)
-        if update_manifest:
-            from edgecc.bundle import Bundle, write_manifest
-
-            b = Bundle.open(model)
-            keep = {k: rep[k] for k in ("dataset", "split", "n", "metrics", "changed", "gate_accuracy", "mask_iou")}
-            if precision == b.manifest.get("precision", "fp32"):
-                update = {"metrics": {**keep, "beam_size": rep["beam_size"], "baselines": rep["baselines"]}}
-            else:  # another variant's test metrics live in its own entry
-                variant = {**b.variant(precision), "test_metrics": {**keep, "beam_size": rep["beam_size"]}}
-                update = {"variants": {**b.manifest["variants"], precision: variant}}
-            write_manifest(b.root, {**b.manifest, "files": list(b.manifest["files"]), **update})
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
+    opts = EvalOptions(split=split, limit=limit, beam_size=beam, meteor=meteor,
+                       data_root=str(data_root) if data_root else None, precision=precision)
+    engine_options = {"checkpoint": checkpoint} if checkpoint else {}
+    rep = evaluate_bundle(model, str(captions), opts, backend=backend, **engine_options)
+    if update_manifest:
+        store_metrics(model, rep, precision)
     typer.echo(json.dumps(rep) if as_json else format_report(rep))
 
 
@@ -383,14 +331,11 @@ def eval_real(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Judge a bundle on real pairs, leave-one-source-out: recall, false alarms, AUROC, ECE, mask F1, invariance."""
-    try:
-        from edgecc.train.evaluate_real import RealEvalOptions, evaluate_real, format_real_report
+    from edgecc.train.evaluate_real import RealEvalOptions, evaluate_real, format_real_report
 
-        rep = evaluate_real(model, RealEvalOptions(data=str(data), precision=precision), captions=captions)
-        if out:
-            _write_json(out, rep)
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
+    rep = evaluate_real(model, RealEvalOptions(data=str(data), precision=precision), captions=captions)
+    if out:
+        _write_json(out, rep)
     typer.echo(json.dumps(rep) if as_json else format_real_report(rep))
 
 
@@ -400,15 +345,12 @@ def fit_gate(
     model: Path = typer.Option(..., "--model", "-m", help="Bundle directory to put the gate into (rewritten)."),
 ):
     """Fit the change gate on real labelled pairs and install it in a bundle (gate.onnx, validated, manifest)."""
-    try:
-        from edgecc.export.gate import install_gate, prepare_tokens
-        from edgecc.train.evaluate_real import RealEvalOptions, fit_shipped_gate
+    from edgecc.export.gate import install_gate, prepare_tokens
+    from edgecc.train.evaluate_real import RealEvalOptions, fit_shipped_gate
 
-        prepare_tokens(model)
-        head, info = fit_shipped_gate(model, RealEvalOptions(data=str(data)))
-        m = install_gate(model, head, info)
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
+    prepare_tokens(model)
+    head, info = fit_shipped_gate(model, RealEvalOptions(data=str(data)))
+    m = install_gate(model, head, info)
     g = m["gate"]
     typer.echo(f"gate.onnx installed in {model}: identity score {g['identity_score']}, threshold {g['threshold']}")
 
@@ -432,16 +374,13 @@ def quantize(
     data_root: Path | None = typer.Option(None, help="Root of set paths and captions (default ../shared/data)."),
 ):
     """Add INT8 and FP16 variants to a bundle: calibrated on a committed set, held to a CIDEr-D budget (factory)."""
-    try:
-        from edgecc.calibration.quantize import QuantizeOptions, quantize_bundle
+    from edgecc.calibration.quantize import QuantizeOptions, quantize_bundle
 
-        precisions = tuple(p for p, on in (("int8", int8), ("fp16", fp16)) if on)
-        opts = QuantizeOptions(method=method, max_drop=max_drop, control_pairs=control_pairs, precisions=precisions,
-                               calibration_set=str(calibration_set) if calibration_set else None,
-                               data_root=str(data_root) if data_root else None)
-        m = quantize_bundle(bundle, opts, log=lambda s: typer.echo(s, err=True))
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
+    precisions = tuple(p for p, on in (("int8", int8), ("fp16", fp16)) if on)
+    opts = QuantizeOptions(method=method, max_drop=max_drop, control_pairs=control_pairs, precisions=precisions,
+                           calibration_set=str(calibration_set) if calibration_set else None,
+                           data_root=str(data_root) if data_root else None)
+    m = quantize_bundle(bundle, opts, log=lambda s: typer.echo(s, err=True))
     for p in precisions:
         v, met = m["variants"][p], m["variants"][p].get("metrics")
         quality = (f"LEVIR-CC-synth val control ({met['n']} changed): CIDEr-D {met['CIDEr-D']:.4f} vs fp32 "
@@ -465,20 +404,17 @@ def bench(
 ):
     """Latency, throughput, cold start and memory across backends x precisions x batch sizes, beside the quality
     the bundle manifest stores per variant (`edgecc eval` measures it)."""
-    try:
-        from edgecc import bench as b
+    from edgecc import bench as b
 
-        def names(s):
-            return tuple(x.strip() for x in s.split(",") if x.strip()) if s else None
+    def names(s):
+        return tuple(x.strip() for x in s.split(",") if x.strip()) if s else None
 
-        opts = b.BenchOptions(model=str(model) if model else None, checkpoint=str(checkpoint) if checkpoint else None,
-                              quick=quick, backends=names(backends), precisions=names(precisions),
-                              batches=tuple(int(x) for x in names(batches)))
-        report = b.run(opts)
-        b.print_table(report)
-        b.save_outputs(report, json_path=json_path, markdown_path=markdown, plot_path=plot)
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
+    opts = b.BenchOptions(model=str(model) if model else None, checkpoint=str(checkpoint) if checkpoint else None,
+                          quick=quick, backends=names(backends), precisions=names(precisions),
+                          batches=tuple(int(x) for x in names(batches)))
+    report = b.run(opts)
+    b.print_table(report)
+    b.save_outputs(report, json_path=json_path, markdown_path=markdown, plot_path=plot)
 
 
 @app.command()
@@ -498,15 +434,12 @@ def watch(
                                            "(default: the bundle's)."),
 ):
     """Watch a live source for changes against a reference; one JSON line per change event."""
-    try:
-        import edgecc
-        from edgecc.stream import WatchOptions, format_stats
-        from edgecc.stream import watch as run_watch
+    import edgecc
+    from edgecc.stream import WatchOptions, format_stats
+    from edgecc.stream import watch as run_watch
 
-        opts = WatchOptions(every=every, deadline_ms=deadline_ms, follow=follow, replay=replay, max_frames=max_frames)
-        st = run_watch(edgecc.load(model, threshold=threshold), source, reference, events, opts, snapshots=snapshots)
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
+    opts = WatchOptions(every=every, deadline_ms=deadline_ms, follow=follow, replay=replay, max_frames=max_frames)
+    st = run_watch(edgecc.load(model, threshold=threshold), source, reference, events, opts, snapshots=snapshots)
     typer.echo(json.dumps(st.as_dict()) if stats else format_stats(st), err=not stats)
 
 

@@ -147,6 +147,21 @@ def evaluate_bundle(bundle, captions_path: str, opts: EvalOptions = EvalOptions(
     return {**evaluate(captioner, captions_path, opts), "precision": opts.precision}
 
 
+def store_metrics(bundle, rep: dict, precision: str) -> dict:
+    """Keep an evaluate_bundle() report in the bundle's manifest: the base precision's under "metrics", another
+    variant's under its own entry's "test_metrics" (what `edgecc info` and `edgecc bench` show). -> the manifest."""
+    from edgecc.bundle import Bundle, write_manifest
+
+    b = Bundle.open(bundle)
+    keep = {k: rep[k] for k in ("dataset", "split", "n", "metrics", "changed", "gate_accuracy", "mask_iou")}
+    if precision == b.manifest.get("precision", "fp32"):
+        update = {"metrics": {**keep, "beam_size": rep["beam_size"], "baselines": rep["baselines"]}}
+    else:
+        variant = {**b.variant(precision), "test_metrics": {**keep, "beam_size": rep["beam_size"]}}
+        update = {"variants": {**b.manifest["variants"], precision: variant}}
+    return write_manifest(b.root, {**b.manifest, "files": list(b.manifest["files"]), **update})
+
+
 def format_report(rep: dict) -> str:
     """A plain-text table of a report, labelled with its dataset (LEVIR-CC-synth scores say so)."""
     label = "LEVIR-CC-synth" if rep["dataset"] == DATASET_ID_SYNTH else "LEVIR-CC"
