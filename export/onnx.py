@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from edgecc.train.checkpoint import greedy, load_checkpoint
 from edgecc.train.model import IMAGENET_MEAN, IMAGENET_STD
-from edgecc.train.student import ARCH as STUDENT_ARCH
-from edgecc.train.train import load_checkpoint
 from torch import nn
 
 from edgecc.bundle import Bundle, write_manifest
@@ -149,19 +148,18 @@ def count_gflops(model, size: int, tokens: int = 12) -> float:
 def export_bundle(checkpoint: str | Path, out: str | Path, opts: ExportOptions = ExportOptions()) -> dict:
     """Write a validated bundle directory at `out` (replaced atomically); returns the manifest.
 
-    A teacher checkpoint gives encoder.onnx + decoder.onnx. A student gives, besides, the split form of its encoder
-    (trunk.onnx, then the difference attention run by the runtime's fused kernel, then fusion.onnx); encoder.onnx
-    stays the portable standard-op graph (CUDA, TensorRT).
+    Every model gives encoder.onnx + decoder.onnx. A model with a split encoder (model.SPLIT: the student) gives,
+    besides, trunk.onnx, then the difference attention run by the runtime's fused kernel, then fusion.onnx;
+    encoder.onnx stays the portable standard-op graph (CUDA, TensorRT).
     """
     model, vocab, ck = load_checkpoint(checkpoint)
     cfg = model.cfg
-    student = ck["arch"] == STUDENT_ARCH
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     tmp.chmod(0o755)
     try:
-        S, L, h, dh = cfg.image_size, cfg.dec_layers, cfg.dec_heads, cfg.d_model // cfg.dec_heads
+        S = cfg.image_size
         pre = torch.zeros(2, S, S, 3, dtype=torch.uint8)
         mem_axes = {"cross_k": {1: "B"}, "cross_v": {1: "B"}}
         heads = ["gate_prob", "mask", "cross_k", "cross_v"]
@@ -169,7 +167,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, opts: ExportOptions =
         _export(_Encoder(model), (pre, pre), tmp / "encoder.onnx", opts, ["pre", "post"], heads,
                 {"pre": {0: "B"}, "post": {0: "B"}, **head_axes})
         files = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
-        if student:
+        if model.SPLIT:
             n_tok = cfg.grid**2
             tok = torch.randn(2, n_tok, cfg.dc)
             _export(_Trunk(model), (pre,), tmp / "trunk.onnx", opts, ["img"], ["tokens"],
@@ -192,15 +190,6 @@ def export_bundle(checkpoint: str | Path, out: str | Path, opts: ExportOptions =
         train_meta = ck.get("train", {})
         params = sum(p.numel() for p in model.parameters())
         gflops = count_gflops(model, S)
-        state_shapes = model.decoder.state_shapes() if student else {k: [L, "B", h, 0, dh] for k in names}
-        if student:
-            from edgecc.train.student import state_bytes_per_sequence
-
-            sbytes = state_bytes_per_sequence(cfg, model.decoder)
-        else:
-            sbytes = {"state": 4 * 2 * L * h * dh * (cfg.max_len - 1),
-                      "memory": 4 * 2 * L * h * dh * (cfg.grid // cfg.memory_pool) ** 2, "at_tokens": cfg.max_len - 1}
-            sbytes["total"] = sbytes["state"] + sbytes["memory"]
         manifest = write_manifest(tmp, {
             "name": opts.name or out.name,
             "arch": ck["arch"],
@@ -213,12 +202,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, opts: ExportOptions =
             "input": {"size": S, "bands": ["red", "green", "blue"], "dtype": "uint8", "layout": "NHWC",
                       "normalization": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "in_graph": True}},
             "mask_grid": cfg.grid,
-            "decoder": {"kind": cfg.decoder if student else "transformer", "layers": L, "heads": h, "head_dim": dh,
-                        "max_len": cfg.max_len - 1, "memory": ["cross_k", "cross_v"], "state": state_shapes,
-                        "state_bytes_per_sequence": sbytes},
-            **({"fusion": {"op": "diff_attention", "heads": cfg.attn_heads, "topk": cfg.attn_topk,
-                           "tokens": cfg.grid**2, "dim": cfg.dc,
-                           "split": ["trunk", "diff_attention", "fusion"]}} if student else {}),
+            "decoder": {**model.decoder_manifest(), "max_len": cfg.max_len - 1, "memory": ["cross_k", "cross_v"]},
+            **({"fusion": model.fusion_manifest()} if model.SPLIT else {}),
             "gate": {"threshold": opts.gate_threshold},
             "decoding": {"beam_size": opts.beam_size, "length_penalty": opts.length_penalty},
             "no_change_caption": NO_CHANGE_CAPTION,
@@ -228,7 +213,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, opts: ExportOptions =
             "training": {"dataset": train_meta.get("dataset"), "steps": train_meta.get("steps"),
                          "seconds": train_meta.get("seconds"),
                          "init": "EfficientNet-Lite0 ImageNet (frozen trunk)",
-                         **({"teacher_sha256": train_meta.get("teacher_sha256")} if student else {})},
+                         **{k: train_meta[k] for k in ("teacher_sha256",) if k in train_meta}},
             "source_revision": _git_revision(),
             "metrics": {},
         })
@@ -285,7 +270,7 @@ def validate_bundle(model, root: Path, opts: ExportOptions) -> dict:
         raise ValueError(f"{root}: ONNX outputs differ from PyTorch beyond {opts.atol}: {bad}")
     vocab = bundle.vocab()
     caps = decode(engine, vocab, pre, post, DecodingOptions(gate=False, max_len=model.cfg.max_len - 1))
-    ref_tokens = model.greedy(torch.from_numpy(pre), torch.from_numpy(post)).tolist()
+    ref_tokens = greedy(model, torch.from_numpy(pre), torch.from_numpy(post)).tolist()
     for i, (c, r) in enumerate(zip(caps, ref_tokens)):
         r = tuple(r[: r.index(END)]) if END in r else tuple(r)
         if c.tokens != r:

@@ -5,7 +5,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="export needs the factory extra (torch, onnx)")
 
 from edgecc.export.onnx import ExportOptions, export_bundle  # noqa: E402
-from edgecc.train.train import CheckpointError, load_checkpoint  # noqa: E402
+from edgecc.train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 
 
 def test_export_records_parity(tiny_bundle):

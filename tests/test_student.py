@@ -78,14 +78,14 @@ def test_sparse_memory_is_the_most_changed_tokens():
 def test_tiny_student_exports_a_validated_bundle(tmp_path, decoder):
     pytest.importorskip("onnx", reason="export needs onnx")
     from edgecc.export.onnx import export_bundle
-    from edgecc.train.distill import save_student
+    from edgecc.train.checkpoint import save_checkpoint
 
     from edgecc import load
     from edgecc.vocab import Vocab
 
     m = _model(decoder)
     vocab = Vocab(tuple(f"w{i}" for i in range(19)))
-    ck = save_student(m, vocab, tmp_path / "model.pt", {"dataset": "none (random init, tests only)"})
+    ck = save_checkpoint(m, vocab, tmp_path / "model.pt", {"dataset": "none (random init, tests only)"})
     man = export_bundle(ck, tmp_path / "bundle")
     v = man["validation"]
     assert v["greedy_tokens_identical"] == 6 and v["encoder_forms"] == ["standard", "split"]

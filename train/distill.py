@@ -25,11 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgecc.vocab import PAD, Vocab
+from edgecc.vocab import PAD
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DATASET_ID_SYNTH, SynthDataset, downsample_mask, load_captions
-from .student import ARCH, Student, StudentConfig
-from .train import _lr, _tokens, load_checkpoint
+from .student import Student, StudentConfig
+from .train import _lr, _tokens
 
 TAPS = (8, 10, 11)  # Lite0 depths cached for the student trunk variants
 
@@ -255,7 +256,7 @@ def distill(opts: DistillOptions) -> Path:
             log.flush()
     meta = {**asdict(opts), "dataset": DATASET_ID_SYNTH, "seconds": round(time.time() - t0, 1),
             "teacher_sha256": hashlib.sha256(Path(opts.teacher).read_bytes()).hexdigest()}
-    return save_student(student.eval(), vocab, out_dir / "model.pt", meta)
+    return save_checkpoint(student.eval(), vocab, out_dir / "model.pt", meta)
 
 
 @torch.no_grad()
@@ -272,29 +273,6 @@ def validate(dist, teacher, cache, tokens, opts, batch: int = 256) -> dict:
         closs += float(losses["caption"]) * len(sel)
         k += len(sel)
     return {"val_gate_acc": round(ok / k, 4), "val_caption_loss": round(closs / k, 4)}
-
-
-def save_student(model: Student, vocab: Vocab, path: str | Path, meta: dict | None = None) -> Path:
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"arch": ARCH, "config": model.cfg.to_dict(), "vocab": list(vocab.itos),
-                "state_dict": model.state_dict(), "train": meta or {}}, tmp)
-    tmp.replace(path)
-    return path
-
-
-def load_student(path: str | Path) -> tuple[Student, Vocab, dict]:
-    from .train import CheckpointError
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ck, dict) or ck.get("arch") != ARCH:
-        raise CheckpointError(f"{path}: checkpoint architecture {ck.get('arch')!r} is not {ARCH!r}")
-    model = Student(StudentConfig(**ck["config"]))
-    model.load_state_dict(ck["state_dict"], strict=True)
-    return model.eval(), Vocab(tuple(ck["vocab"][4:])), ck
 
 
 if __name__ == "__main__":

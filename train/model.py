@@ -287,7 +287,10 @@ class CaptionDecoder(nn.Module):
 
 
 class ChangeCaptioner(nn.Module):
-    """The whole teacher: trunk (frozen) + change block + heads + decoder."""
+    """The whole teacher: trunk (frozen) + change block + heads + decoder. Implements checkpoint.CaptionModel."""
+
+    ARCH = "edgecc-teacher-v1"
+    SPLIT = False  # one standard-op encoder graph
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -326,23 +329,13 @@ class ChangeCaptioner(nn.Module):
                                            state["self_v"])
         return logits, {"self_k": sk, "self_v": sv}
 
-    @torch.no_grad()
-    def greedy(self, pre, post, max_len: int | None = None):
-        """Reference greedy decoding (no gate): returns token ids [B,T] after <start>."""
-        from edgecc.vocab import END, START
-
-        memory, _, _ = self.fuse(*self.trunk_pair(pre, post))
-        ck, cv = self.decoder.cross_kv(memory)
-        B = pre.shape[0]
-        sk = sv = self.empty_cache(B)
-        tok = torch.full((B,), START, dtype=torch.long)
-        out, done = [], torch.zeros(B, dtype=torch.bool)
-        for t in range(max_len or self.cfg.max_len - 1):
-            logits, sk, sv = self.decoder.step(tok, torch.tensor([t]), ck, cv, sk, sv)
-            tok = logits.argmax(-1)
-            tok = torch.where(done, torch.full_like(tok, END), tok)
-            out.append(tok)
-            done |= tok == END
-            if bool(done.all()):
-                break
-        return torch.stack(out, 1)
+    def decoder_manifest(self) -> dict:
+        """The manifest's "decoder" entry: a transformer with a KV cache that grows a token a step."""
+        c = self.cfg
+        L, h, dh = c.dec_layers, c.dec_heads, c.d_model // c.dec_heads
+        state = 4 * 2 * L * h * dh * (c.max_len - 1)
+        memory = 4 * 2 * L * h * dh * (c.grid // c.memory_pool) ** 2
+        return {"kind": "transformer", "layers": L, "heads": h, "head_dim": dh,
+                "state": {k: [L, "B", h, 0, dh] for k in ("self_k", "self_v")},
+                "state_bytes_per_sequence": {"state": state, "memory": memory, "total": state + memory,
+                                             "at_tokens": c.max_len - 1}}

@@ -29,8 +29,6 @@ from torch import nn
 from .model import Lite0Trunk, TrunkGeometry, _Attention, _ResBlock
 from .ops import diff_attention
 
-ARCH = "edgecc-student-v1"
-
 
 @dataclass(frozen=True)
 class StudentConfig(TrunkGeometry):
@@ -349,7 +347,11 @@ def state_bytes_per_sequence(cfg: StudentConfig, dec: _Base, length: int | None 
 
 
 class Student(nn.Module):
-    """Trunk (Lite0 prefix frozen, projection trained) + difference-attention change block + decoder."""
+    """Trunk (Lite0 prefix frozen, projection trained) + difference-attention change block + decoder.
+    Implements checkpoint.CaptionModel."""
+
+    ARCH = "edgecc-student-v1"
+    SPLIT = True  # also exported as trunk.onnx -> the fused difference-attention kernel -> fusion.onnx
 
     def __init__(self, cfg: StudentConfig):
         super().__init__()
@@ -379,21 +381,15 @@ class Student(nn.Module):
     def step_dict(self, token, position, mem: dict, state: dict):
         return self.decoder.step(token, position, mem, state)
 
-    @torch.no_grad()
-    def greedy(self, pre, post, max_len: int | None = None):
-        """Reference greedy decoding (no gate): token ids [B,T] after <start>."""
-        from edgecc.vocab import END, START
+    def decoder_manifest(self) -> dict:
+        """The manifest's "decoder" entry: kind, sizes, state shapes (fixed for Mamba) and bytes per sequence."""
+        c = self.cfg
+        return {"kind": c.decoder, "layers": c.dec_layers, "heads": c.dec_heads, "head_dim": c.d_model // c.dec_heads,
+                "state": self.decoder.state_shapes(),
+                "state_bytes_per_sequence": state_bytes_per_sequence(c, self.decoder)}
 
-        _, _, mem = self.encode_pair(pre, post)
-        B = pre.shape[0]
-        state = self.decoder.initial_state(B)
-        tok = torch.full((B,), START, dtype=torch.long)
-        out, done = [], torch.zeros(B, dtype=torch.bool)
-        for t in range(max_len or self.cfg.max_len - 1):
-            logits, state = self.decoder.step(tok, torch.tensor([t]), mem, state)
-            tok = torch.where(done, torch.full_like(tok, END), logits.argmax(-1))
-            out.append(tok)
-            done |= tok == END
-            if bool(done.all()):
-                break
-        return torch.stack(out, 1)
+    def fusion_manifest(self) -> dict:
+        """The manifest's "fusion" entry: what the runtime's fused kernel computes between trunk and fusion."""
+        c = self.cfg
+        return {"op": "diff_attention", "heads": c.attn_heads, "topk": c.attn_topk, "tokens": c.grid**2,
+                "dim": c.dc, "split": ["trunk", "diff_attention", "fusion"]}

@@ -21,7 +21,7 @@ class TorchEngine:
                  threads: int | None = None):
         import torch
 
-        from .train import load_checkpoint
+        from .checkpoint import load_checkpoint
 
         if precision not in ("fp32", "fp16", "bf16"):
             raise ValueError(f"torch engine runs fp32/fp16/bf16, not {precision}")

@@ -23,10 +23,9 @@ import torch.nn.functional as F
 
 from edgecc.vocab import PAD, Vocab
 
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DATASET_ID_SYNTH, RealDataset, SynthDataset, build_vocab, downsample_mask, load_captions
 from .model import ChangeCaptioner, ModelConfig
-
-ARCH = "edgecc-teacher-v1"
 
 
 @dataclass(frozen=True)
@@ -185,19 +184,6 @@ def train(opts: TrainOptions) -> Path:
     return save_checkpoint(model.eval(), vocab, out_dir / "model.pt", meta)
 
 
-def save_checkpoint(model: ChangeCaptioner, vocab: Vocab, path: str | Path, train_meta: dict | None = None) -> Path:
-    """Write a self-describing checkpoint (architecture id, config, vocabulary, weights) atomically."""
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {"arch": ARCH, "config": model.cfg.to_dict(), "vocab": list(vocab.itos), "state_dict": model.state_dict(),
-         "train": train_meta or {}},
-        tmp,
-    )
-    tmp.replace(path)
-    return path
-
-
 def _losses(model, cache, tokens, sel, rng) -> tuple[dict, torch.Tensor]:
     fa = torch.from_numpy(cache["fa"][sel].astype(np.float32))
     fb = torch.from_numpy(cache["fb"][sel].astype(np.float32))
@@ -240,33 +226,3 @@ def validate(model, cache, tokens, batch: int = 256) -> dict:
         closs += float(losses["caption"]) * len(sel)
         k += len(sel)
     return {"val_gate_acc": round(correct / max(k, 1), 4), "val_caption_loss": round(closs / max(k, 1), 4)}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is not this architecture; one line naming the file."""
-
-
-def load_checkpoint(path: str | Path) -> tuple[ChangeCaptioner, Vocab, dict]:
-    """-> (model in eval mode, vocab, checkpoint metadata). Refuses another architecture with a clear error."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e.__class__.__name__})") from None
-    if isinstance(ck, dict) and ck.get("arch") == "edgecc-student-v1":
-        from .distill import load_student
-
-        return load_student(path)
-    if not isinstance(ck, dict) or ck.get("arch") != ARCH:
-        got = ck.get("arch") if isinstance(ck, dict) else type(ck).__name__
-        raise CheckpointError(f"{path}: checkpoint architecture {got!r} is not {ARCH!r}")
-    cfg = ModelConfig(**ck["config"])
-    model = ChangeCaptioner(cfg)
-    try:
-        model.load_state_dict(ck["state_dict"], strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit {ARCH}: {str(e).splitlines()[0]}") from None
-    specials = 4
-    return model.eval(), Vocab(tuple(ck["vocab"][specials:])), ck

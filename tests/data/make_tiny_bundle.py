@@ -19,7 +19,7 @@ def make_tiny_bundle(out: str | Path, seed: int = 0) -> tuple[Path, Path]:
     import torch
     from edgecc.export.onnx import export_bundle
     from edgecc.train.model import ChangeCaptioner, ModelConfig
-    from edgecc.train.train import save_checkpoint
+    from edgecc.train.checkpoint import save_checkpoint
 
     from edgecc.vocab import Vocab
 
