@@ -19,15 +19,22 @@ COLOUR = 2.0  # ... and above which it is colour
 GSD_RATIO = 2.0  # ground resolutions further apart than this are "very different"
 
 
-def colourfulness(rgb: np.ndarray, valid: np.ndarray | None = None) -> float:
-    """uint8 [H,W,3] -> mean over valid pixels of the standard deviation across the three bands."""
-    spread = rgb.astype(np.float32).std(-1)
-    return float(spread[valid].mean() if valid is not None and valid.any() else spread.mean())
+def colourfulness(rgb: np.ndarray, valid: np.ndarray | None = None, step: int = 2) -> float:
+    """uint8 [H,W,3] -> mean over valid pixels (every `step`-th row and column) of the standard deviation across the
+    three bands. Per band plane, not std(-1): a reduction over a 3-long axis is ~10x slower."""
+    r, g, b = (rgb[::step, ::step, i].astype(np.float32) for i in range(3))
+    m = (r + g + b) / 3
+    spread = np.sqrt(((r - m) ** 2 + (g - m) ** 2 + (b - m) ** 2) / 3)
+    v = valid[::step, ::step] if valid is not None else None
+    return float(spread[v].mean() if v is not None and v.any() else spread.mean())
 
 
 def _samples(pair, side: int = 512):
-    """Up to five windows of the pair's grid: the centre and the four quadrant centres."""
+    """The whole grid when it fits in one window; else five windows: the centre and the four quadrant centres."""
     w, h = pair.width, pair.height
+    if w <= side and h <= side:
+        yield pair.read_window(0, 0, w, h)
+        return
     s = min(side, w, h)
     for fx, fy in ((0.5, 0.5), (0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)):
         yield pair.read_window(int(fx * w - s / 2), int(fy * h - s / 2), s, s)
