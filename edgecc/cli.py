@@ -5,6 +5,8 @@
     edgecc bench --quick            edgecc info [BUNDLE]            edgecc doctor
     edgecc train / export / eval    (the factory: pip install 'edgecc[train,eval]')
     edgecc quantize BUNDLE          (int8 + fp16 variants, calibrated and accuracy-controlled; factory)
+    edgecc batch MANIFEST --out DIR [--ray] [--ray-address A]   (archives of pairs and series; resumable)
+    edgecc search DIR "new buildings near the road"      (rank a batch result's changed tiles by caption)
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class _Shell(TyperGroup):
             except KeyboardInterrupt:
                 typer.echo("edgecc: interrupted", err=True)
                 raise typer.Exit(130) from None
-            except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit):
                 raise  # usage errors and exits keep click's own wording and codes
             except Exception as e:
                 if ctx.meta.get("edgecc.debug"):
@@ -202,7 +204,6 @@ def doctor():
     import numpy
 
     from edgecc.cpu import cpu
-    from edgecc.engines import backend_status
 
     typer.echo(f"python        {platform.python_version()} ({platform.machine()}, {platform.system()})")
     typer.echo(f"numpy         {numpy.__version__}")
@@ -220,8 +221,6 @@ def doctor():
             typer.echo(f"{mod:13s} not installed")
     c = cpu()
     typer.echo(f"cpu           {c.model}; {c.cores} cores; {' '.join(c.isa) or '-'}")
-    for name, reason in backend_status().items():
-        typer.echo(f"backend       {name:13s} {'ok' if reason is None else 'unavailable: ' + reason}")
     from edgecc.fusion import native_status
 
     fused = native_status()
@@ -234,6 +233,37 @@ def doctor():
         typer.echo(f"default model {b.root} ({b.name}) verified")
     except Exception as e:  # noqa: BLE001
         typer.echo(f"default model unusable: {e}")
+        b = None
+    from edgecc.engines.capability import capabilities, format_table
+
+    typer.echo("backends x precisions (default model):")
+    typer.echo("\n".join("  " + line for line in format_table(capabilities(b)).splitlines()))
+    if b is not None:
+        from edgecc.tune import cache_path, current
+
+        choice = current(b)
+        typer.echo(f"tuning        {choice.source}: {choice.precision}, {choice.encoder_threads} encoder / "
+                   f"{choice.decoder_threads} decoder threads, dates {'batched' if choice.batch_dates else 'apart'}")
+        typer.echo(f"              why: {choice.why}")
+        typer.echo(f"              cache: {cache_path(b)}")
+
+
+@app.command()
+def tune(
+    model: Path | None = typer.Option(None, "--model", "-m", help="Bundle dir or model name (default, teacher)."),
+    reps: int = typer.Option(30, help="Timed calls per candidate (median)."),
+):
+    """Measure threads, precision and date batching on this CPU; cache the fastest for `caption`, `watch`, `bench`."""
+    from edgecc.bundle import Bundle
+    from edgecc.tune import cache_path
+    from edgecc.tune import tune as run_tune
+
+    b = Bundle.open(model)
+    choice = run_tune(b, reps=reps, say=lambda msg: typer.echo(msg, err=True))
+    typer.echo(f"{choice.precision}, {choice.encoder_threads} encoder / {choice.decoder_threads} decoder threads, "
+               f"dates {'batched' if choice.batch_dates else 'apart'}")
+    typer.echo(choice.why)
+    typer.echo(f"cached in {cache_path(b)}", err=True)
 
 
 @app.command()
@@ -432,15 +462,109 @@ def watch(
     max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after this many source frames."),
     threshold: float | None = typer.Option(None, help="Change threshold on change_score, a calibrated probability "
                                            "(default: the bundle's)."),
+    min_overlap: float = typer.Option(0.5, "--min-overlap", help="Skip frames less than this fraction inside the map."),
+    registration: str = typer.Option("ecc", "--registration", help="Fine alignment: ecc (gradients, across dates), "
+                                     "orb, sift, rootsift."),
+    telemetry: Path | None = typer.Option(None, help="Sidecar CSV/SRT: per-frame lat, lon, heading, altitude."),
+    camera_fov: float | None = typer.Option(None, "--camera-fov", help="Horizontal field of view in degrees (with "
+                                            "the telemetry's altitude: the frame's ground resolution)."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Encode each reference tile once (split encoder)."),
 ):
-    """Watch a live source for changes against a reference; one JSON line per change event."""
+    """Watch a live source for changes against a reference map; one JSON line per change event."""
+    import logging
+
     import edgecc
-    from edgecc.stream import WatchOptions, format_stats
+    from edgecc.stream import RegisterOptions, WatchOptions, format_stats
     from edgecc.stream import watch as run_watch
 
-    opts = WatchOptions(every=every, deadline_ms=deadline_ms, follow=follow, replay=replay, max_frames=max_frames)
-    st = run_watch(edgecc.load(model, threshold=threshold), source, reference, events, opts, snapshots=snapshots)
-    typer.echo(json.dumps(st.as_dict()) if stats else format_stats(st), err=not stats)
+    opts = WatchOptions(every=every, deadline_ms=deadline_ms, follow=follow, replay=replay, max_frames=max_frames,
+                        register=RegisterOptions(method=registration, min_overlap=min_overlap),
+                        telemetry=str(telemetry) if telemetry else None, camera_fov_deg=camera_fov,
+                        reference_cache=cache)
+    handler = logging.StreamHandler()  # never silent: skips by reason go to stderr as "edgecc: watch: ..."
+    handler.setFormatter(logging.Formatter("edgecc: %(message)s"))
+    wlog = logging.getLogger("edgecc.watch")
+    wlog.addHandler(handler)
+    wlog.propagate = False
+    try:
+        st = run_watch(edgecc.load(model, threshold=threshold), source, reference, events, opts, snapshots=snapshots)
+    finally:
+        wlog.removeHandler(handler)
+        wlog.propagate = True
+    typer.echo(json.dumps(st.as_dict(), allow_nan=False) if stats else format_stats(st), err=not stats)
+
+
+@app.command()
+def batch(
+    manifest: Path = typer.Argument(..., help="CSV (id,pre,post or id,date,image) or JSON Lines manifest."),
+    out: Path = typer.Option(..., "--out", "-o", help="Result folder (items/, changes.gpkg, summary.json)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Bundle dir or model name (default, teacher)."),
+    precision: str | None = typer.Option(None, help="Bundle variant (default: the bundle's CPU recommendation)."),
+    beam: int | None = typer.Option(None, help="Beam size (default: the bundle's recommendation)."),
+    threshold: float | None = typer.Option(None, help="Change threshold on change_score (default: the bundle's)."),
+    workers: int | None = typer.Option(None, min=1, help="Parallel workers (default: the cores; Ray: cluster CPUs)."),
+    threads: int | None = typer.Option(None, min=1, help="ONNX Runtime threads per worker (default: cores/workers)."),
+    ray: bool = typer.Option(False, "--ray", help="Run on Ray actors (needs edgecc[cluster]): a local Ray cluster, "
+                             "or the one RAY_ADDRESS or --ray-address names."),
+    ray_address: str | None = typer.Option(None, "--ray-address", metavar="ADDRESS",
+                                           help="Ray cluster to join ('auto', 'ray://head:10001'); implies --ray."),
+    limit: int | None = typer.Option(None, min=1, help="Only the first N items of the manifest."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the manifest and say what would run; write nothing."),
+    geojson: bool = typer.Option(False, help="Write a GeoJSON of changed tiles per pair (DIR/geojson/)."),
+    heatmap: bool = typer.Option(False, help="Write a change heatmap GeoTIFF per pair (DIR/heatmaps/)."),
+    geojson_crs: str = typer.Option("image", help="Per-pair GeoJSON coordinates: 'image' or 'EPSG:4326'."),
+    progress: bool = typer.Option(True, help="Progress bar with ETA (on stderr, when a terminal)."),
+):
+    """Caption an archive of pairs and dated series; resumable; exit 1 when any item failed."""
+    from edgecc.batch import BatchOptions, ManifestError, run_batch
+
+    opts = BatchOptions(model=model, precision=precision, beam=beam, threshold=threshold, workers=workers,
+                        threads=threads, engine="ray" if ray or ray_address else "local", ray_address=ray_address,
+                        limit=limit,
+                        dry_run=dry_run, geojson=geojson, heatmap=heatmap, geojson_crs=geojson_crs, progress=progress)
+    try:
+        res = run_batch(manifest, out, opts)
+    except ManifestError as e:
+        for line in e.problems:
+            typer.echo(f"edgecc: error: {line}", err=True)
+        raise typer.Exit(2) from None
+    if dry_run:
+        typer.echo(f"{res.items} items: {res.skipped} finished, {res.items - res.skipped} to run ({res.pairs} pairs) "
+                   f"on {res.engine} with {res.workers or 'cluster'} workers x {res.threads} threads; nothing written")
+        return
+    for f in res.failures:
+        typer.echo(f"edgecc: failed: {manifest}:{f['row']}: {f['id']}: {f['error']}", err=True)
+    typer.echo(f"{res.items} items: {res.ran} run, {res.skipped} already finished, {res.failed} failed, "
+               f"{res.changed} changed; {res.pairs} pairs in {res.elapsed_s:.1f} s; {out}/summary.json")
+    if res.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    results: Path = typer.Argument(..., help="A result folder of `edgecc batch`."),
+    query: str = typer.Argument(..., help="What to look for, e.g. \"new buildings near the road\"."),
+    top: int = typer.Option(20, min=1, help="Show the best N matches."),
+    geojson: Path | None = typer.Option(None, help="Write the matches as GeoJSON."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per match."),
+):
+    """Rank the changed tiles of a batch result folder by their captions (BM25)."""
+    from edgecc.search import search as run_search
+    from edgecc.search import write_geojson
+
+    hits = run_search(results, query, top=top)
+    if geojson:
+        write_geojson(hits, geojson)
+    for h in hits:
+        t = h.tile
+        if as_json:
+            typer.echo(json.dumps({"match": h.score, **{k: v for k, v in t.items() if k != "polygon"}}))
+        else:
+            dates = f"{t['pre_date'] or '?'}..{t['post_date'] or '?'}"
+            typer.echo(f"{h.score:7.3f}  {t['id']}  {dates}  tile {t['col']},{t['row']}  {t['score']:.2f}  "
+                       f"{t['caption']}")
+    if not hits:
+        typer.echo(f"no changed tile's caption matches {query!r}", err=True)
 
 
 def main() -> None:

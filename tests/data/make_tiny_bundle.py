@@ -18,8 +18,8 @@ def make_tiny_bundle(out: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """-> (checkpoint path, bundle directory). Needs the factory extra (torch)."""
     import torch
     from edgecc.export.onnx import export_bundle
-    from edgecc.train.model import ChangeCaptioner, ModelConfig
     from edgecc.train.checkpoint import save_checkpoint
+    from edgecc.train.model import ChangeCaptioner, ModelConfig
 
     from edgecc.vocab import Vocab
 

@@ -1,0 +1,268 @@
+"""edgecc.batch: manifests, identity with `edgecc caption --json`, resume, failure isolation, GeoPackage, Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from typer.testing import CliRunner
+
+from edgecc.batch import BatchOptions, ManifestError, item_name, read_manifest, run_batch
+from edgecc.bench import make_inputs
+from edgecc.cli import app
+
+runner = CliRunner()
+_STEP_KEYS = ("caption", "changed", "change_score", "summary", "crs")  # what `edgecc caption --json` says of a pair
+
+
+def _pairs(d: Path, n: int, seed: int = 7) -> Path:
+    """n seeded rendered pairs as PNGs (every third unchanged) and a CSV manifest with relative paths."""
+    d.mkdir(parents=True, exist_ok=True)
+    pre, post = make_inputs(256, n=n, seed=seed)
+    rows = ["id,pre,post"]
+    for i in range(n):
+        cv2.imwrite(str(d / f"p{i}_a.png"), pre[i][..., ::-1])
+        cv2.imwrite(str(d / f"p{i}_b.png"), post[i][..., ::-1])
+        rows.append(f"p{i},p{i}_a.png,p{i}_b.png")
+    (d / "archive.csv").write_text("\n".join(rows) + "\n")
+    return d / "archive.csv"
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    return _pairs(tmp_path_factory.mktemp("archive"), 4)
+
+
+def _item(out: Path, iid: str) -> dict:
+    return json.loads((out / "items" / f"{item_name(iid)}.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------- manifests
+
+
+def test_manifest_forms(tmp_path, fixtures_dir):
+    pre, post = fixtures_dir / "geo_pre.tif", fixtures_dir / "geo_post.tif"
+    (tmp_path / "pairs.csv").write_text(f"id,pre,post,pre_date,post_date\na,{pre},{post},2020-01-01,\n")
+    (tmp_path / "seq.csv").write_text(f"id,date,image\ns,2021-05-01,{post}\ns,2020-05-01,{pre}\ns,2022-05-01,{post}\n")
+    (tmp_path / "m.jsonl").write_text(
+        json.dumps({"id": "j", "pre": str(pre), "post": str(post)}) + "\n\n"
+        + json.dumps({"id": "k", "images": [{"date": "2019", "path": str(post)}, str(pre)]}) + "\n")
+    a = read_manifest(tmp_path / "pairs.csv")[0]
+    assert (a.kind, a.row, [im.date for im in a.images]) == ("pair", 2, ["2020-01-01", None])
+    s = read_manifest(tmp_path / "seq.csv")[0]  # sorted by date, one caption per consecutive pair
+    assert s.kind == "sequence" and [im.date for im in s.images] == ["2020-05-01", "2021-05-01", "2022-05-01"]
+    assert len(s.pairs) == 2 and s.images[0].path == str(pre)
+    j, k = read_manifest(tmp_path / "m.jsonl")
+    assert (j.kind, j.row, k.kind, k.row, len(k.images)) == ("pair", 1, "sequence", 3, 2)
+
+
+def test_dates_from_file_names(shared_data, tmp_path):
+    series = sorted((shared_data / "real_series/naip_nd").glob("*.tif"))
+    m = _write(tmp_path / "m.jsonl", [{"id": "nd", "images": [str(p) for p in reversed(series[:3])]}])
+    assert [im.date for im in read_manifest(m)[0].images] == ["2009-08-18", "2010-06-29", "2012-07-31"]
+
+
+def _write(path: Path, recs: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("id,pre\na,x.png\n", "m.csv:1: missing column post"),
+    ("id,pre,post\na,p0_a.png,p0_b.png\na,p1_a.png,p1_b.png\n", "m.csv:3: duplicate id 'a' (first on row 2)"),
+    ("id,pre,post\na,p0_a.png,p0_b.png\nb,p1_a.png,gone.png\n", "m.csv:3: 'b': gone.png: no such file"),
+    ("id,date,image\ns,2020-01-01,p0_a.png\nt,2020-01-01,p1_a.png\nt,2021-01-01,p1_b.png\n",
+     "m.csv:2: sequence 's' has 1 image; a sequence needs at least 2"),
+    ("id,pre,post\na,,p0_b.png\n", "m.csv:2: missing value for column pre"),
+])
+def test_bad_manifest_names_the_row(archive, text, expect):
+    m = archive.parent / "m.csv"
+    m.write_text(text)
+    with pytest.raises(ManifestError) as e:
+        read_manifest(m)
+    assert expect in e.value.problems[0] and str(m) in e.value.problems[0]
+
+
+def test_bad_jsonl_rows(archive):
+    m = _write(archive.parent / "m.jsonl", [{"id": "a", "pre": "p0_a.png"}, {"id": "s", "images": ["p0_a.png"]}])
+    with m.open("a") as f:
+        f.write("{not json\n")
+    with pytest.raises(ManifestError) as e:
+        read_manifest(m)
+    assert [p.split(": ", 1)[0][-9:] for p in e.value.problems] == ["m.jsonl:1", "m.jsonl:2", "m.jsonl:3"]
+    assert "missing column post" in e.value.problems[0] and "has 1 image" in e.value.problems[1]
+
+
+def test_bad_manifest_loses_nothing_finished(archive, tmp_path):
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["batch", str(archive), "--out", str(out), "--workers", "1"]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in (out / "items").iterdir()}
+    bad = archive.parent / "bad.csv"
+    bad.write_text(archive.read_text() + "p0,p0_a.png,p0_b.png\n")
+    r = runner.invoke(app, ["batch", str(bad), "--out", str(out)])
+    assert r.exit_code == 2 and f"{bad}:6: duplicate id 'p0'" in r.stderr
+    assert {p.name: p.read_bytes() for p in (out / "items").iterdir()} == before
+
+
+def test_item_names_are_safe_and_distinct():
+    assert item_name("p0") == "p0"
+    names = {item_name(i) for i in ("a/b", "a_b", "a b", "../x")}
+    assert len(names) == 4 and all("/" not in n and not n.startswith(".") for n in names)
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+def test_identity_with_caption_json(archive, tmp_path):
+    """Each pair's record equals `edgecc caption --json` (timings aside), inline and on the process pool."""
+    one, pool = tmp_path / "one", tmp_path / "pool"
+    assert run_batch(archive, one, BatchOptions(workers=1, progress=False)).ok == 4
+    assert run_batch(archive, pool, BatchOptions(workers=2, progress=False)).ok == 4
+    for i in range(4):
+        a, b = _item(one, f"p{i}"), _item(pool, f"p{i}")
+        r = runner.invoke(app, ["caption", str(archive.parent / f"p{i}_a.png"), str(archive.parent / f"p{i}_b.png"),
+                                "--json"])
+        ref = json.loads(r.stdout)
+        step = a["steps"][0]
+        assert {k: step[k] for k in _STEP_KEYS} == {k: ref[k] for k in _STEP_KEYS}
+        assert [{k: v for k, v in t.items() if k != "polygon"} for t in step["tiles"]] == ref["tiles"]
+        assert (a["model"], a["precision"]) == (ref["model"], ref["precision"])
+        assert {k: b["steps"][0][k] for k in _STEP_KEYS} == {k: step[k] for k in _STEP_KEYS}
+    assert sum(_item(one, f"p{i}")["changed"] for i in range(4)) >= 2  # make_inputs: 2 of 3 pairs gain houses
+
+
+def test_resume_skips_finished_and_reruns_changed_inputs(tmp_path):
+    m = _pairs(tmp_path / "a", 5, seed=3)
+    out = tmp_path / "out"
+    r1 = run_batch(m, out, BatchOptions(workers=1, limit=2, progress=False))
+    assert (r1.ran, r1.skipped, r1.items) == (2, 0, 2)
+    stamp = {p.name: p.stat().st_mtime_ns for p in (out / "items").iterdir()}
+    r2 = run_batch(m, out, BatchOptions(workers=1, progress=False))
+    assert (r2.ran, r2.skipped, r2.ok) == (3, 2, 5)
+    assert all((out / "items" / n).stat().st_mtime_ns == t for n, t in stamp.items())  # not rewritten
+    cv2.imwrite(str(m.parent / "p1_b.png"), cv2.imread(str(m.parent / "p0_b.png")))  # new content, same path
+    r3 = run_batch(m, out, BatchOptions(workers=1, progress=False))
+    assert (r3.ran, r3.skipped) == (1, 4)
+    r4 = run_batch(m, out, BatchOptions(workers=1, threshold=0.5, progress=False))  # results change: all rerun
+    assert r4.ran == 5
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] == 5 and summary["settings"]["threshold"] == 0.5
+
+
+def test_partial_files_never_look_finished(archive, tmp_path):
+    out = tmp_path / "out"
+    run_batch(archive, out, BatchOptions(workers=1, progress=False))
+    (out / "items" / "p1.json").unlink()
+    (out / "items" / ".p1.json.0123abcd.tmp.json").write_text('{"id": "p1", "sta')  # a write cut short
+    (out / "items" / "p2.json").write_text((out / "items" / "p2.json").read_text()[:50])  # torn by hand
+    r = run_batch(archive, out, BatchOptions(workers=1, progress=False))
+    assert (r.ran, r.skipped, r.ok) == (2, 2, 4)
+
+
+def test_failure_isolation_and_exit_code(archive, tmp_path, fixtures_dir):
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes((archive.parent / "p0_a.png").read_bytes()[:300])
+    m = tmp_path / "m.csv"
+    a, b = archive.parent / "p0_a.png", archive.parent / "p0_b.png"
+    m.write_text(f"id,pre,post\nok,{a},{b}\nbad,{bad},{b}\n"
+                 f"far,{fixtures_dir / 'geo_pre.tif'},{fixtures_dir / 'geo_far_post.tif'}\n")
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["batch", str(m), "--out", str(out), "--workers", "2"])
+    assert r.exit_code == 1, r.output
+    assert f"{m}:3: bad: {bad}: not a readable image" in r.stderr and f"{m}:4: far:" in r.stderr
+    assert _item(out, "ok")["status"] == "ok" and _item(out, "bad")["status"] == "failed"
+    assert "overlap" in _item(out, "far")["error"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["ok"], summary["failed"]) == (1, 2) and {f["id"] for f in summary["failures"]} == {"bad", "far"}
+    r2 = run_batch(m, out, BatchOptions(workers=1, progress=False))  # failures are retried, the finished skipped
+    assert (r2.ran, r2.skipped, r2.failed) == (2, 1, 2)
+
+
+def test_dry_run_writes_nothing(archive, tmp_path):
+    r = runner.invoke(app, ["batch", str(archive), "--out", str(tmp_path / "out"), "--dry-run", "--limit", "3"])
+    assert r.exit_code == 0 and "3 items: 0 finished, 3 to run (3 pairs)" in r.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_geopackage_and_outputs(tmp_path, fixtures_dir):
+    """Georeferenced pairs: changed tiles in one GeoPackage layer in the pairs' CRS; per-pair GeoJSON/heatmap."""
+    pytest.importorskip("rasterio", reason="georeferenced outputs need edgecc[geo] (rasterio)")
+    m = _write(tmp_path / "m.jsonl", [
+        {"id": "g", "pre": str(fixtures_dir / "geo_pre.tif"), "post": str(fixtures_dir / "geo_post.tif"),
+         "pre_date": "2020-01-01", "post_date": "2021-01-01"},
+        {"id": "s", "images": [str(fixtures_dir / "geo_pre.tif"), str(fixtures_dir / "geo_same.tif"),
+                               str(fixtures_dir / "geo_post.tif")]}])
+    out = tmp_path / "out"
+    res = run_batch(m, out, BatchOptions(workers=1, geojson=True, heatmap=True, threshold=0.05, progress=False))
+    assert res.ok == 2 and res.pairs == 3
+    g = _item(out, "g")
+    assert (out / g["steps"][0]["geojson"]).is_file() and (out / g["steps"][0]["heatmap"]).is_file()
+    seq = _item(out, "s")
+    assert len(seq["steps"]) == 2 and seq["timeline"]["intervals"][0]["from"] == "image 1"
+    assert (out / "geojson" / "s.2.geojson").is_file()
+    changed = sum(t["changed"] for r in (g, seq) for s in r["steps"] for t in s["tiles"])
+    con = sqlite3.connect(out / "changes.gpkg")
+    rows = con.execute("SELECT id, step, pre_date, post_date, caption, score FROM changes").fetchall()
+    assert len(rows) == changed > 0 and con.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+    assert con.execute("SELECT srs_id FROM gpkg_geometry_columns WHERE table_name='changes'").fetchone()[0] == 32615
+    con.close()
+    gpd = pytest.importorskip("geopandas", reason="reading the GeoPackage back needs geopandas (edgecc[dev])")
+    df = gpd.read_file(out / "changes.gpkg", layer="changes")
+    assert len(df) == changed and df.crs.to_epsg() == 32615 and df.geometry.is_valid.all()
+    assert set(df.columns) >= {"id", "pre_date", "post_date", "caption", "score", "geometry"}
+    gx = df[df["id"] == "g"]
+    assert (gx["pre_date"] == "2020-01-01").all() and gx.total_bounds[0] >= 500000  # on the fixture's UTM grid
+
+
+def test_real_series_timeline(shared_data, tmp_path):
+    series = sorted((shared_data / "real_series/naip_nd").glob("*.tif"))[:3]
+    m = _write(tmp_path / "m.jsonl", [{"id": "naip", "images": [str(p) for p in series]}])
+    res = run_batch(m, tmp_path / "out", BatchOptions(workers=1, progress=False))
+    rec = _item(tmp_path / "out", "naip")
+    assert res.ok == 1 and [(v["from"], v["to"]) for v in rec["timeline"]["intervals"]] == [
+        ("2009-08-18", "2010-06-29"), ("2010-06-29", "2012-07-31")]
+    assert rec["caption"] == rec["timeline"]["summary"] and rec["steps"][0]["crs"] == "EPSG:26914"
+
+
+# ---------------------------------------------------------------------------------------------- a killed run
+
+
+def test_killed_run_resumes_with_the_rest(tmp_path):
+    """SIGKILL mid-run: what was written stays finished; a rerun runs only the rest."""
+    m = _pairs(tmp_path / "a", 16, seed=5)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "edgecc.cli", "batch", str(m), "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "items").glob("p*.json"))) < 4 and proc.poll() is None:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / "items").glob("p*.json")))
+    if done == 16:
+        pytest.skip("the run finished before it could be killed (a very fast machine)")
+    res = run_batch(m, out, BatchOptions(workers=1, progress=False))
+    assert (res.skipped, res.ran, res.ok) == (done, 16 - done, 16)
+
+
+# ---------------------------------------------------------------------------------------------- Ray
+
+
+def test_ray_local_matches_inline(archive, tmp_path):
+    pytest.importorskip("ray", reason="Ray is an extra: pip install 'edgecc[cluster]'")
+    inline, on_ray = tmp_path / "inline", tmp_path / "ray"
+    run_batch(archive, inline, BatchOptions(workers=1, limit=3, progress=False))
+    res = run_batch(archive, on_ray, BatchOptions(engine="ray", workers=2, limit=3, progress=False))
+    assert (res.engine, res.workers, res.ok) == ("ray", 2, 3)
+    for i in range(3):
+        a, b = _item(inline, f"p{i}")["steps"][0], _item(on_ray, f"p{i}")["steps"][0]
+        assert {k: a[k] for k in _STEP_KEYS} == {k: b[k] for k in _STEP_KEYS}
+    assert run_batch(archive, on_ray, BatchOptions(engine="ray", limit=3, dry_run=True)).skipped == 3
