@@ -19,6 +19,7 @@ use `--gate-threshold 0` to force the gate open, or pass the trained default bun
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import sys
@@ -53,14 +54,14 @@ class FlightSource(FrameSource):
         self.uri = "sim://flight"
         self.segments, self.n, self.period, self.faults = segments, n_frames, 1.0 / fps, faults
         self.on_segment, self.rss = on_segment, rss
-        self.i, self.reopens, self._next_t = 0, 0, time.perf_counter()
+        self.i, self.reopens, self._next_t = 0, 0, time.monotonic()
         self.seg_len = len(segments[0]["frames"])
 
     def read(self):
         if self.i >= self.n:
             return None
         self._next_t += self.period
-        time.sleep(max(0.0, self._next_t - time.perf_counter()))
+        time.sleep(max(0.0, self._next_t - time.monotonic()))
         i, self.i = self.i, self.i + 1
         if i in (1000, self.n - 1):
             self.rss[i] = _rss_mb()
@@ -73,7 +74,7 @@ class FlightSource(FrameSource):
         if self.faults and i % 2503 == 1200:  # a source drop: the reopen costs a backoff
             time.sleep(0.2)
             self.reopens += 1
-        return Frame(i, seg["frames"][k], time.perf_counter(), f"seg{seg_i}#{k}")
+        return Frame(i, seg["frames"][k], time.monotonic(), f"seg{seg_i}#{k}")
 
 
 class FailingEngine:
@@ -108,7 +109,7 @@ def run(args) -> dict:
     segs = build_segments(args.scenes, args.segment, tmp)
     cap = edgecc.load(args.model)
     if args.soak:
-        cap.engine = FailingEngine(cap.engine, 200)
+        cap = dataclasses.replace(cap, engine=FailingEngine(cap.engine, 200))  # Captioner is frozen
     opts = WatchOptions(gate_threshold=args.gate_threshold, every=args.every, deadline_ms=args.deadline_ms,
                         debounce_frames=args.segment)
     mon = Monitor(cap, segs[0]["reference"], opts)

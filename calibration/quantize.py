@@ -103,55 +103,38 @@ class _Recorder:
         return getattr(self._session, name)
 
 
-def _io_signature(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    import onnx
-
-    g = onnx.load(str(path), load_external_data=False).graph
-    inits = {t.name for t in g.initializer}
-    return tuple(i.name for i in g.input if i.name not in inits), tuple(o.name for o in g.output)
-
-
 def record_feeds(bundle: Bundle, pre: np.ndarray, post: np.ndarray, max_feeds: int = 128, batch: int = 2,
                  seed: int = 0) -> dict[str, list[dict[str, np.ndarray]]]:
     """Run the fp32 variant's decode loop over pairs (uint8 [n,S,S,3] x2); -> {role: sampled feeds of that graph}.
 
-    Works for any engine that keeps its ORT sessions as attributes and calls `run`: each session is matched to its
-    role by its input and output names. Roles the default engine form does not run (a one-graph encoder beside a
-    split one) are recorded by a second, encode-only run in the next form of `_ENGINE_FORMS`. The gate is ignored
-    while recording (`DecodingOptions(gate=False)`) so the decoder also sees the pairs a closed gate would skip.
+    The engine builds its sessions through `session_hook(role, session)`, which stands a feed recorder in for the
+    session of each graph role (the engine's `sessions` are named by the same roles as the variant's files). Roles
+    the default engine form does not run (a one-graph encoder beside a split one) are recorded by a second,
+    encode-only run in the next form of `_ENGINE_FORMS`. The gate is ignored while recording
+    (`DecodingOptions(gate=False)`) so the decoder also sees the pairs a closed gate would skip.
     """
-    import onnxruntime as ort
-
     from edgecc.captioner import Captioner
     from edgecc.decoding import DecodingOptions
     from edgecc.engines import create_engine
 
     roles = graph_roles(bundle.variant("fp32"))
-    by_sig: dict = {}
-    for role, name in roles.items():
-        by_sig.setdefault(_io_signature(bundle.path(name)), []).append(role)
     rng = np.random.default_rng(seed)
     recorders: dict[str, _Recorder] = {}
 
-    def wrap(sess):
-        sig = (tuple(i.name for i in sess.get_inputs()), tuple(o.name for o in sess.get_outputs()))
-        found = by_sig.get(sig, [])
-        if len(found) != 1 or found[0] in recorders:
+    def wrap(role, sess):  # the engine names each session by its graph role (engine.sessions)
+        if role not in roles or role in recorders:
             return sess
-        recorders[found[0]] = _Recorder(sess, max_feeds, rng)
-        return recorders[found[0]]
+        recorders[role] = _Recorder(sess, max_feeds, rng)
+        return recorders[role]
 
     options = replace(DecodingOptions(**bundle.manifest.get("decoding", {})), gate=False)
     for n, form in enumerate(_ENGINE_FORMS):
         if n and not set(roles) - set(recorders):
             break
         try:
-            engine = create_engine("ort-cpu", bundle, "fp32", **form)
+            engine = create_engine("ort-cpu", bundle, "fp32", session_hook=wrap, **form)
         except (TypeError, ValueError):  # an engine without this form, or a bundle without it
             continue
-        for attr, val in list(vars(engine).items()):
-            if isinstance(val, ort.InferenceSession):
-                setattr(engine, attr, wrap(val))
         cap = Captioner(bundle, engine, options)
         for s in range(0, len(pre), batch):  # the first form runs the whole loop, later ones only encode
             if n == 0:

@@ -17,8 +17,12 @@ _COLUMNS = (  # header, getter, format
     ("B", lambda r: r["batch"], "{}"),
     ("status", lambda r: r["status"], "{}"),
     ("MB", lambda r: r["size_bytes"] and r["size_bytes"] / 1e6, "{:.2f}"),
-    ("enc", lambda r: r["latency_ms"]["encode_p50"], "{:.1f}"),
-    ("tok", lambda r: r["latency_ms"]["token_p50"], "{:.2f}"),
+    ("read", lambda r: _stage(r, "read"), "{:.2f}"),
+    ("prep", lambda r: _stage(r, "preprocess"), "{:.2f}"),
+    ("enc", lambda r: _stage(r, "encode", r["latency_ms"]["encode_p50"]), "{:.2f}"),
+    ("fus", lambda r: _stage(r, "fusion"), "{:.2f}"),
+    ("dec", lambda r: _stage(r, "decode"), "{:.2f}"),
+    ("tok", lambda r: r["latency_ms"].get("token_mean"), "{:.3f}"),
     ("total p50/90/99", lambda r: _triple(r["latency_ms"]), "{}"),
     ("pairs/s", lambda r: r["throughput_pairs_s"], "{:.1f}"),
     ("cold s", lambda r: r["cold_start_s"], "{:.2f}"),
@@ -30,6 +34,11 @@ _COLUMNS = (  # header, getter, format
     ("drift", lambda r: r["quality"]["cider_drift"], "{:+.3f}"),
     ("reason", lambda r: r.get("reason") or "", "{}"),
 )
+
+
+def _stage(row: dict, name: str, fallback=None):
+    """Mean ms per call in one stage (read, preprocess, encode, fusion, decode), from the engine's timing hook."""
+    return (row.get("stages_ms") or {}).get(name, fallback if not row.get("stages_ms") else None)
 
 
 def _triple(lat: dict) -> str | None:
@@ -47,10 +56,16 @@ def _caption(report: dict) -> str:
     m, b = report["machine"], report["bundle"]
     q = next((r["quality"] for r in report["rows"] if r["quality"]["CIDEr-D"] is not None), None)
     qual = f"quality: {QUALITY_LABEL} {q.get('split')} n={q.get('n')} from the bundle manifest" if q else "quality: n/a"
-    return (f"{b['name']} ({b['files_sha256'][:12]}) on {m['cpu']}, {m['cores']} cores"
+    isa = " ".join(m.get("cpu_flags") or []) or "-"
+    t = report.get("tuning")
+    tuned = (f"tuned ({t['source']}): {t['precision']}, {t['encoder_threads']}/{t['decoder_threads']} encoder/decoder "
+             f"threads, dates {'batched' if t['batch_dates'] else 'apart'}"
+             f"{'' if t.get('spin', True) else ', threads sleep'}; " if t else "")
+    return (f"{b['name']} ({b['files_sha256'][:12]}) on {m['cpu'].strip()} (ISA: {isa}), {m['cores']} cores"
             f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}; onnxruntime {m['versions']['onnxruntime']}; "
-            f"load {m['loadavg_at_start']}; {report['date']}; {qual}; latency ms p50 per call at the row's batch "
-            f"(enc: encoder, tok: one decoder step), gate on, decoding {_decoding(b)}; "
+            f"load {m['loadavg_at_start']}; {report['date']}; {tuned}{qual}; total: latency ms p50 per call at the "
+            "row's batch; read/prep/enc/fus/dec: mean ms per call in each stage (read: one PNG pair from disk, per "
+            f"pair); tok: decode ms per decoder step; gate on, decoding {_decoding(b)}; "
             "drift: CIDEr-D minus the fp32 variant's")
 
 

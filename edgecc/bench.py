@@ -34,39 +34,11 @@ import cv2
 import numpy as np
 
 from .bundle import Bundle
-from .engines import BACKENDS, Backend
+from .engines import BACKENDS, Backend, StageTimer, timed
+from .engines.capability import PRECISIONS, Precision, checkpoint_path, register_precision
+from .engines.capability import reason as capability_reason
 
 DATASET = "levircc-synth"  # of the manifest's quality metrics
-_TORCH_FACTORY = "edgecc.train.torch_engine:"
-
-
-# ---------------------------------------------------------------------------------------------- registries
-
-
-@dataclass(frozen=True)
-class Precision:
-    """A precision the bench asks every backend for.
-
-    ORT-like backends run it when the bundle manifest has the variant; the torch engine casts the checkpoint to
-    `torch_dtype` (None: it cannot), on CPU only when `torch_cpu`.
-    """
-
-    name: str
-    torch_dtype: str | None = None
-    torch_cpu: bool = False
-
-
-PRECISIONS: dict[str, Precision] = {}
-
-
-def register_precision(p: Precision) -> Precision:
-    PRECISIONS[p.name] = p
-    return p
-
-
-register_precision(Precision("fp32", torch_dtype="float32", torch_cpu=True))
-register_precision(Precision("fp16", torch_dtype="float16"))
-register_precision(Precision("int8"))
 
 
 # ---------------------------------------------------------------------------------------------- options and plan
@@ -97,32 +69,16 @@ class BenchOptions:
 
 
 def _is_torch(backend: Backend) -> bool:
-    return backend.factory.startswith(_TORCH_FACTORY)
+    return backend.kind == "torch"
 
 
 def _checkpoint(bundle: Bundle, opts: BenchOptions) -> Path | None:
-    ck = Path(opts.checkpoint) if opts.checkpoint else bundle.path("model.pt")
-    return ck if ck.is_file() else None
+    return checkpoint_path(bundle, opts.checkpoint)
 
 
 def row_reason(backend: Backend, precision: Precision, bundle: Bundle, opts: BenchOptions) -> str | None:
-    """None when (backend, precision) can run here with this bundle, else why not."""
-    reason = backend.available()
-    if reason:
-        return reason
-    if _is_torch(backend):
-        if precision.torch_dtype is None:
-            return f"{precision.name} is not supported by the torch engine"
-        if backend.device == "cpu" and not precision.torch_cpu:
-            return f"{precision.name} on CPU not supported by this engine"
-        if _checkpoint(bundle, opts) is None:
-            return "no PyTorch checkpoint (pass --checkpoint)"
-        return None
-    if precision.name not in bundle.manifest.get("variants", {}):
-        return f"no {precision.name} variant in the bundle"
-    if backend.options.get("fusion") == "split" and "fusion" not in bundle.manifest:
-        return "the bundle has no split encoder (no difference-attention kernel to switch off)"
-    return None
+    """None when (backend, precision) can run here with this bundle, else why not (the capability table's)."""
+    return capability_reason(backend, precision, bundle, opts.checkpoint)
 
 
 def size_bytes(backend: Backend, precision: str, bundle: Bundle, opts: BenchOptions) -> int | None:
@@ -136,13 +92,16 @@ def size_bytes(backend: Backend, precision: str, bundle: Bundle, opts: BenchOpti
     files = bundle.manifest["files"]
     names = {v for v in variant.values() if isinstance(v, str) and v in files}
     names |= {n for n in files for v in names if n != v and n.startswith(v)}  # encoder.onnx.data and the like
+    loop = (bundle.manifest.get("decode_loop") or {}).get("graphs", {}).get(precision)
+    if loop and loop.get("file") in files:  # the in-graph search the engine also loads
+        names.add(loop["file"])
     return sum(int(files[n]["bytes"]) for n in names)
 
 
 def _empty_row(backend: str, precision: str, batch: int) -> dict:
     return {"backend": backend, "precision": precision, "batch": batch, "status": "skipped", "reason": None,
-            "size_bytes": None,
-            "latency_ms": {k: None for k in ("encode_p50", "token_p50", "total_p50", "total_p90", "total_p99")},
+            "size_bytes": None, "stages_ms": None,
+            "latency_ms": {k: None for k in ("encode_p50", "token_mean", "total_p50", "total_p90", "total_p99")},
             "throughput_pairs_s": None, "cold_start_s": None, "peak_rss_mb": None,
             "quality": {k: None for k in ("CIDEr-D", "CIDEr-D-changed", "BLEU-4", "gate_accuracy", "cider_drift")}}
 
@@ -203,7 +162,7 @@ def machine_info() -> dict:
         gpu = out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"cpu": c.model, "cpu_flags": sorted(c.isa), "cores": c.cores,
+    return {"cpu": c.model.strip(), "cpu_flags": list(c.isa), "cores": c.cores,
             "logical_cpus": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
             "os": f"{platform.system()} {platform.release()}", "machine": platform.machine(), "gpu": gpu,
             "providers": ort.get_available_providers(), "versions": versions,
@@ -237,39 +196,35 @@ def make_inputs(size: int, n: int = 12, seed: int = 0) -> tuple[np.ndarray, np.n
 # ---------------------------------------------------------------------------------------------- one configuration
 
 
-class _StepTimer:
-    """Engine proxy that times every decoder step (seconds), so token latency covers decoder steps only."""
-
-    def __init__(self, engine):
-        self._engine, self.steps, self.on = engine, [], False
-
-    def step(self, tokens, position, state):
-        t = time.perf_counter()
-        out = self._engine.step(tokens, position, state)
-        if self.on:
-            self.steps.append(time.perf_counter() - t)
-        return out
-
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
-
-
 def _pct(xs, q) -> float | None:
     return round(float(np.percentile(xs, q)), 3) if len(xs) else None
 
 
 def _threads(engine) -> dict:
+    """intra-op threads per session role, from the engine's named sessions (torch: its thread count)."""
     out = {}
-    for part in ("encoder", "decoder"):
-        sess = getattr(engine, part, None)
-        if sess is not None and hasattr(sess, "get_session_options"):
-            out[f"ort_{part}_intra_op"] = sess.get_session_options().intra_op_num_threads
+    for role, sess in getattr(engine, "sessions", {}).items():
+        if hasattr(sess, "get_session_options"):
+            out[f"ort_{role}_intra_op"] = sess.get_session_options().intra_op_num_threads
     if getattr(engine, "torch", None) is not None:
         out["torch_threads"] = engine.torch.get_num_threads()
     return out
 
 
-def time_batch(cap, timer: _StepTimer, pre, post, batch: int, timing: dict) -> dict:
+def time_read(paths: tuple[str, str], reps: int = 5) -> float | None:
+    """Median ms to read one 256x256 pair from files (imagery.read_pair and its first tile), the "read" stage."""
+    from .imagery import ReadOptions, read_pair
+
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        with read_pair(*paths, ReadOptions()) as pair:
+            pair.read_window(0, 0, min(pair.width, 256), min(pair.height, 256))
+        ts.append(time.perf_counter() - t)
+    return round(float(np.median(ts)) * 1e3, 3)
+
+
+def time_batch(cap, timer: StageTimer, pre, post, batch: int, timing: dict) -> dict:
     """Warm up, then time calls at `batch` until min_reps are done and medians are stable or the budget is spent."""
     n = len(pre)
 
@@ -281,8 +236,7 @@ def time_batch(cap, timer: _StepTimer, pre, post, batch: int, timing: dict) -> d
 
     for k in range(timing["warmup"]):
         call(k)
-    timer.steps.clear()
-    timer.on = True
+    timer.reset()
     totals, encodes, changed, stable, last_med = [], [], 0, False, None
     t0 = time.perf_counter()
     k = timing["warmup"]
@@ -298,16 +252,19 @@ def time_batch(cap, timer: _StepTimer, pre, post, batch: int, timing: dict) -> d
             last_med = med
             if stable or time.perf_counter() - t0 > timing["budget_s"]:
                 break
-    timer.on = False
     arr = np.asarray(totals)
     p50 = float(np.median(arr))
     mad = float(np.median(np.abs(arr - p50)))
-    steps_ms = np.asarray(timer.steps) * 1e3
-    return {"latency_ms": {"encode_p50": _pct(encodes, 50), "token_p50": _pct(steps_ms, 50),
+    n_steps = timer.counts.get("steps")  # decoder steps, counted by an engine with the timing hook
+    stages = {k: round(v / len(totals), 3) for k, v in timer.ms().items()}  # mean ms per call
+    token = stages["decode"] / (n_steps / len(totals)) if n_steps and "decode" in stages else None
+    # token_mean: decode-stage time per decoder step (session call and search work), the cost per decoded token
+    return {"latency_ms": {"encode_p50": _pct(encodes, 50), "token_mean": None if token is None else round(token, 3),
                            "total_p50": _pct(totals, 50), "total_p90": _pct(totals, 90), "total_p99": _pct(totals, 99)},
+            "stages_ms": stages,
             "throughput_pairs_s": round(batch * 1e3 / float(np.mean(totals)), 2),
             "timing": {"reps": len(totals), "stable": stable, "outliers": int(np.sum(arr > p50 + 5 * mad)),
-                       "seconds": round(time.perf_counter() - t0, 2), "decoder_steps": len(steps_ms),
+                       "seconds": round(time.perf_counter() - t0, 2), "decoder_steps": n_steps,
                        "changed_fraction": round(changed / (len(totals) * batch), 3)}}
 
 
@@ -318,17 +275,17 @@ def run_config(spec: dict) -> dict:
     t0 = time.perf_counter()
     engine_opts = {"checkpoint": spec["checkpoint"]} if spec.get("checkpoint") else {}
     cap = load(spec["model"], backend=spec["backend"], precision=spec["precision"], **engine_opts)
-    timer = _StepTimer(cap.engine)
-    cap.engine = timer
     with np.load(spec["inputs"]) as z:
         pre, post = z["pre"], z["post"]
     cap.caption_batch(pre[:1], post[:1])
-    out = {"cold_start_s": round(time.perf_counter() - t0, 3), "threads": _threads(timer._engine), "batches": {}}
-    for b in spec["batches"]:
-        try:
-            out["batches"][str(b)] = {"status": "ok", **time_batch(cap, timer, pre, post, b, spec["timing"])}
-        except Exception as e:  # noqa: BLE001 - one batch size failing (memory) must not lose the others
-            out["batches"][str(b)] = {"status": "failed", "reason": f"{e.__class__.__name__}: {e}"[:300]}
+    out = {"cold_start_s": round(time.perf_counter() - t0, 3), "threads": _threads(cap.engine),
+           "tuning": cap.tuning, "batches": {}}
+    with timed(cap.engine) as timer:  # the engine's timing hook: per-stage times
+        for b in spec["batches"]:
+            try:
+                out["batches"][str(b)] = {"status": "ok", **time_batch(cap, timer, pre, post, b, spec["timing"])}
+            except Exception as e:  # noqa: BLE001 - one batch size failing (memory) must not lose the others
+                out["batches"][str(b)] = {"status": "failed", "reason": f"{e.__class__.__name__}: {e}"[:300]}
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
     return out
 
@@ -352,9 +309,18 @@ def _run_isolated(spec: dict, workdir: Path, timeout: float) -> dict:
 # ---------------------------------------------------------------------------------------------- the whole matrix
 
 
+def _tuning(bundle: Bundle) -> dict:
+    """This machine's tuned choice for the bundle (what ort-cpu rows without an explicit option run)."""
+    from .tune import current
+
+    c = current(bundle)
+    return {"source": c.source, "precision": c.precision, **c.engine_options(), "why": c.why}
+
+
 def run(opts: BenchOptions = BenchOptions(), progress=None) -> dict:
-    """Run the matrix -> {machine, date, bundle, dataset, options, rows: [{backend, precision, batch, status, reason,
-    size_bytes, latency_ms{encode_p50, token_p50, total_p50, total_p90, total_p99}, throughput_pairs_s, cold_start_s,
+    """Run the matrix -> {machine, date, bundle, dataset, options, tuning, rows: [{backend, precision, batch, status,
+    reason, size_bytes, latency_ms{encode_p50, token_mean, total_p50, total_p90, total_p99}, stages_ms{read,
+    preprocess, encode, fusion, decode}, throughput_pairs_s, cold_start_s,
     peak_rss_mb, quality{CIDEr-D, CIDEr-D-changed, BLEU-4, gate_accuracy, cider_drift}, ...}]}."""
     say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     bundle = Bundle.open(opts.model)
@@ -365,12 +331,17 @@ def run(opts: BenchOptions = BenchOptions(), progress=None) -> dict:
               "params": bundle.manifest.get("params"), "input_size": bundle.manifest["input"]["size"],
               "decoding": bundle.manifest.get("decoding", {"beam_size": 1})},
               "dataset": DATASET, "options": {**asdict(opts), "timing": opts.timing},
-              "rows": rows}
+              "tuning": _tuning(bundle), "rows": rows}
     configs = list(dict.fromkeys((r["backend"], r["precision"]) for r in rows if r["status"] == "pending"))
     with tempfile.TemporaryDirectory(prefix="edgecc-bench-") as tmp:
+        read_ms = None
         if configs:
             pre, post = make_inputs(int(bundle.manifest["input"]["size"]), opts.n_inputs)
             np.savez(Path(tmp) / "inputs.npz", pre=pre, post=post)
+            files = (str(Path(tmp) / "pre.png"), str(Path(tmp) / "post.png"))
+            for f, img in zip(files, (pre[0], post[0])):
+                cv2.imwrite(f, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            read_ms = time_read(files)
         for backend, precision in configs:
             mine = [r for r in rows if (r["backend"], r["precision"]) == (backend, precision)]
             spec = {"model": str(bundle.root), "backend": backend, "precision": precision,
@@ -392,9 +363,13 @@ def run(opts: BenchOptions = BenchOptions(), progress=None) -> dict:
             for r in mine:
                 br = res["batches"][str(r["batch"])]
                 r.update(status=br["status"], reason=br.get("reason"), cold_start_s=res["cold_start_s"],
-                         peak_rss_mb=res["peak_rss_mb"], threads=res["threads"], isolated=opts.isolate)
+                         peak_rss_mb=res["peak_rss_mb"], threads=res["threads"], tuning=res.get("tuning"),
+                         isolated=opts.isolate)
                 if br["status"] == "ok":
-                    r.update(latency_ms=br["latency_ms"], throughput_pairs_s=br["throughput_pairs_s"],
+                    stages = dict(br["stages_ms"])
+                    if read_ms is not None:
+                        stages = {"read": round(read_ms * r["batch"], 3), **stages}
+                    r.update(latency_ms=br["latency_ms"], throughput_pairs_s=br["throughput_pairs_s"], stages_ms=stages,
                              timing=br["timing"], best_batch=best["batch"],
                              best_throughput_pairs_s=res["batches"][str(best["batch"])]["throughput_pairs_s"])
     return report
@@ -432,4 +407,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["BenchOptions", "PRECISIONS", "Precision", "machine_info", "make_inputs", "plan", "print_table",
-           "register_precision", "row_reason", "run", "save_outputs"]
+           "register_precision", "row_reason", "run", "save_outputs", "time_read"]

@@ -8,23 +8,31 @@ Example:
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .bundle import Bundle
 from .decoding import Caption, DecodingOptions, decode
-from .engines import create_engine
+from .engines import Engine, create_engine
+from .vocab import Vocab
 
 
-@dataclass
+@dataclass(frozen=True)
 class Captioner:
+    """Frozen: to change the engine or the options, make a new one (`dataclasses.replace(cap, options=...)`)."""
+
     bundle: Bundle
-    engine: object
+    engine: Engine
     options: DecodingOptions = DecodingOptions()
     precision: str = "fp32"  # the bundle variant the engine runs
     threshold: float | None = None  # change_score at or above which a pair is changed (None: the bundle's)
+    tuning: dict | None = None  # the per-machine choice load() applied (edgecc.tune), None: none
+    vocab: Vocab = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "vocab", self.bundle.vocab())
 
     @property
     def input_size(self) -> int:
@@ -41,9 +49,13 @@ class Captioner:
         s = self.input_size
         if pre.shape[1:] != (s, s, 3) or post.shape != pre.shape:
             raise ValueError(f"caption_batch takes uint8 [B,{s},{s},3] pairs, got {pre.shape} and {post.shape}")
-        dec = replace(self.options, max_len=min(self.options.max_len, self.bundle.manifest["decoder"]["max_len"]))
         return decode(self.engine, self.vocab, np.ascontiguousarray(pre, np.uint8),
-                      np.ascontiguousarray(post, np.uint8), dec, self.gate_threshold)
+                      np.ascontiguousarray(post, np.uint8), self.decoding, self.gate_threshold)
+
+    @property
+    def decoding(self) -> DecodingOptions:
+        """The options as run: max_len clamped to what the bundle's decoder was exported for."""
+        return replace(self.options, max_len=min(self.options.max_len, self.bundle.manifest["decoder"]["max_len"]))
 
     def caption(self, pre_path: str | Path, post_path: str | Path, read_options=None, tile_options=None,
                 geojson: str | Path | None = None, heatmap: str | Path | None = None, geojson_crs: str = "image",
@@ -78,27 +90,40 @@ class Captioner:
             return caption_scene(self, pair, opts,
                                  heatmap_path=heatmap, geojson_path=geojson, geojson_crs=geojson_crs)
 
-    def __post_init__(self):
-        self.vocab = self.bundle.vocab()
-
 
 def load(bundle: str | Path | None = None, backend: str = "ort-cpu", precision: str | None = None,
          options: DecodingOptions | None = None, threshold: float | None = None, **engine_options) -> Captioner:
     """Open a bundle (default: the bundled model), verify its files, and build an engine for it.
 
-    Precision None: on a CPU backend the bundle's recommendation (manifest "runtime" "cpu_precision": the
-    student's int8, measured as fast and as good), else fp32. Decoding options default to the bundle's
-    recommendation (manifest "decoding", e.g. beam size 2). `threshold` overrides the bundle's change threshold
-    (manifest "gate" "threshold"; `change_score` is a calibrated probability, see README).
+    Precision None: on a CPU backend this machine's tuned choice (`edgecc tune`, cached per bundle, ONNX Runtime
+    and CPU), else the bundle's recommendation (manifest "runtime" "cpu_precision": the student's int8, measured as
+    fast and as good); fp32 elsewhere. Thread counts and date batching on ONNX Runtime CPU come from the same choice
+    unless given. Decoding options default to the bundle's recommendation (manifest "decoding", e.g. beam size 2).
+    `threshold` overrides the bundle's change threshold (manifest "gate" "threshold"; `change_score` is a
+    calibrated probability, see README).
     """
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
     from .engines import BACKENDS
 
     b = Bundle.open(bundle)
+    backend_info = BACKENDS.get(backend)
+    cpu = backend_info is not None and backend_info.device == "cpu"
+    tuning = None
+    if cpu and backend_info.kind == "ort":
+        from .tune import current
+
+        choice = current(b)
+        precision = precision or choice.precision
+        if precision == choice.precision:  # threads were measured for that variant
+            engine_options = {**choice.engine_options(), **engine_options}
+            tuning = {"source": choice.source, "why": choice.why, **choice.engine_options()}
     if precision is None:
-        cpu = backend in BACKENDS and BACKENDS[backend].device == "cpu"
         precision = b.cpu_precision if cpu else "fp32"
     if options is None:
         options = DecodingOptions(**b.manifest.get("decoding", {}))
-    return Captioner(b, create_engine(backend, b, precision, **engine_options), options, precision, threshold)
+    from .engines.capability import check
+
+    check(backend, precision, b, engine_options.get("checkpoint"))  # one line: why this cannot run here
+    return Captioner(b, create_engine(backend, b, precision, **engine_options), options, precision, threshold,
+                     tuning)

@@ -95,6 +95,8 @@ def caption(
     resize: bool = typer.Option(False, help="Resize the after image to the before image if sizes differ."),
     max_pixels: int | None = typer.Option(None, "--max-pixels", min=1, help="Refuse images whose header claims more "
                                           "pixels than this (default 2^31; a guard against corrupt headers)."),
+    max_decode_mb: int | None = typer.Option(None, "--max-decode-mb", min=1, help="Memory one decode may take "
+                                             "(default 512): PNG/JPEG are decoded whole, GeoTIFF by block."),
     gsd: float | None = typer.Option(None, "--gsd", min=0.01, help="Ground resolution in metres per pixel (default: "
                                      "from a georeferenced pair in a metric CRS). Imagery coarser than the model's "
                                      "0.5 m is cut into smaller, upsampled tiles."),
@@ -110,7 +112,7 @@ def caption(
 
     options = DecodingOptions(beam_size=beam) if beam else None
     captioner = edgecc.load(model, backend=backend, precision=precision, options=options, threshold=threshold)
-    limit = {"max_pixels": max_pixels} if max_pixels else {}
+    limit = {k: v for k, v in {"max_pixels": max_pixels, "max_decode_mb": max_decode_mb}.items() if v}
     with warnings.catch_warnings(record=True) as seen:  # shown on stderr below, and kept in the JSON
         warnings.simplefilter("always")
         scene = captioner.caption(
@@ -243,7 +245,8 @@ def doctor():
 
         choice = current(b)
         typer.echo(f"tuning        {choice.source}: {choice.precision}, {choice.encoder_threads} encoder / "
-                   f"{choice.decoder_threads} decoder threads, dates {'batched' if choice.batch_dates else 'apart'}")
+                   f"{choice.decoder_threads} decoder threads, dates {'batched' if choice.batch_dates else 'apart'}"
+                   f"{'' if choice.spin else ', threads sleep'}")
         typer.echo(f"              why: {choice.why}")
         typer.echo(f"              cache: {cache_path(b)}")
 
@@ -261,7 +264,7 @@ def tune(
     b = Bundle.open(model)
     choice = run_tune(b, reps=reps, say=lambda msg: typer.echo(msg, err=True))
     typer.echo(f"{choice.precision}, {choice.encoder_threads} encoder / {choice.decoder_threads} decoder threads, "
-               f"dates {'batched' if choice.batch_dates else 'apart'}")
+               f"dates {'batched' if choice.batch_dates else 'apart'}{'' if choice.spin else ', threads sleep'}")
     typer.echo(choice.why)
     typer.echo(f"cached in {cache_path(b)}", err=True)
 

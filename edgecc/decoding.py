@@ -58,8 +58,8 @@ def greedy(engine, state: dict, n: int, max_len: int) -> list[list[int]]:
     for t in range(max_len):
         logits, state = engine.step(tok, t, state)
         tok = logits.argmax(-1).astype(np.int64)
-        for row, k in zip(alive, tok):
-            out[row].append(int(k))
+        for row, k in zip(alive.tolist(), tok.tolist()):
+            out[row].append(k)
         keep = tok != END
         if not keep.all():
             alive, tok = alive[keep], tok[keep]
@@ -69,10 +69,15 @@ def greedy(engine, state: dict, n: int, max_len: int) -> list[list[int]]:
     return out
 
 
-def beam_search(engine, state: dict, n: int, opts: DecodingOptions) -> list[list[int]]:
-    """Beam search for n pairs at once: the batch axis holds n*K hypotheses."""
+def beam_search(engine, state: dict, n: int, opts: DecodingOptions, shared: frozenset = frozenset()) -> list[list[int]]:
+    """Beam search for n pairs at once: the batch axis holds n*K hypotheses, all K beams of a pair in one call.
+
+    `shared` names state tensors that are equal for every beam of a pair (the encoder memory): they are repeated
+    once and never reordered, since a beam's parent is always a beam of the same pair.
+    """
     k = opts.beam_size
     state = engine.select(state, np.repeat(np.arange(n), k))  # [n*K] rows
+    fixed = {name: v for name, v in state.items() if name in shared}
     seqs = np.zeros((n, k, 0), np.int64)
     scores = np.full((n, k), -np.inf)
     scores[:, 0] = 0.0  # all beams start identical: keep one
@@ -107,7 +112,8 @@ def beam_search(engine, state: dict, n: int, opts: DecodingOptions) -> list[list
         if done:
             break
         seqs, scores = new_seqs, new_scores
-        state = engine.select(state, (np.arange(n)[:, None] * k + src).reshape(-1))
+        moving = {name: v for name, v in state.items() if name not in fixed}
+        state = {**fixed, **engine.select(moving, (np.arange(n)[:, None] * k + src).reshape(-1))}
         tok = seqs[:, :, -1].reshape(-1)
     return [max(f)[1] if f else seqs[i, 0].tolist() for i, f in enumerate(finished)]
 
@@ -128,13 +134,19 @@ def decode(
         state = engine.initial_state(enc)
         if len(todo) < len(gate):
             state = engine.select(state, todo)
-        seqs = (
-            greedy(engine, state, len(todo), opts.max_len)
-            if opts.beam_size == 1
-            else beam_search(engine, state, len(todo), opts)
-        )
+        seqs = None
+        if len(todo) == 1 and hasattr(engine, "search_loop"):
+            seqs = engine.search_loop(state, opts)  # the whole search in one session call, where the engine can
+        if seqs is None:
+            seqs = (
+                greedy(engine, state, len(todo), opts.max_len)
+                if opts.beam_size == 1
+                else beam_search(engine, state, len(todo), opts, frozenset(enc.memory))
+            )
         tokens = dict(zip(todo.tolist(), seqs))
     t2 = time.perf_counter()
+    if (timer := getattr(engine, "timer", None)) is not None:
+        timer.add("decode", t2 - t1)
     timings = {"encode": (t1 - t0) * 1e3, "decode": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
     out = []
     for i in range(len(gate)):

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ import numpy as np
 import pytest
 
 TESTS = Path(__file__).resolve().parent
+# a machine's `edgecc tune` cache must not change what the tests run (tests/test_tune.py turns it back on)
+os.environ.setdefault("EDGECC_TUNE", "0")
 SHARED_DATA = TESTS.parents[1] / "shared" / "data"  # /work/shared/data next to the repo; absent in a user's clone
 
 

@@ -1,20 +1,30 @@
-"""The engine seam and the backend registry.
+"""The engine seam, the backend registry and the stage timer.
 
-An engine runs a bundle's two graphs: `encode` (both dates -> decoder memory, gate, mask) once per pair, and
-`step` (one token with the decoder state) per word. The decoding loop in `edgecc.decoding` sits above it, once,
-for every backend. A backend joins the CLI, `bench` and the tests by one `register_backend` call.
+An engine runs a bundle's graphs: `encode` (both dates -> decoder memory, gate, mask) once per pair, and `step`
+(one token with the decoder state) per word. The decoding loop in `edgecc.decoding` sits above it, once, for every
+backend. A backend joins the CLI, `bench` and the tests by one `register_backend` call; what it can run with which
+precision is `edgecc.engines.capability`.
+
+Engines expose their sessions by role (`engine.sessions`: {"trunk", "fusion", "encoder", "decoder", "gate"} where
+present) and time their stages into `engine.timer` when one is attached (`timed(engine)`), so tools never reach
+into an engine's attributes.
 
 Example:
     >>> engine = create_engine("ort-cpu", Bundle.open())
     >>> enc = engine.encode(pre, post)                       # Encoded(...)
     >>> state = engine.initial_state(enc)
     >>> logits, state = engine.step(tokens, position, state)  # tokens int64 [B] -> logits float32 [B,V]
+    >>> with timed(engine) as t:
+    ...     engine.encode(pre, post)
+    >>> t.ms()                                               # {"preprocess": 0.01, "encode": 2.3, "fusion": 0.4}
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,8 +40,61 @@ class Encoded:
     memory: dict[str, np.ndarray]  # decoder inputs computed once per pair (e.g. cross_k, cross_v [L,B,h,N,dh])
 
 
+STAGES = ("read", "preprocess", "encode", "fusion", "decode")  # where a caption's time goes, in order
+
+
+class StageTimer:
+    """Accumulates seconds per stage; an engine with one attached (`engine.timer`) adds its stages to it."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # events without a time, e.g. "steps" (decoder session calls)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+        self.calls[stage] = self.calls.get(stage, 0) + 1
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - t)
+
+    def ms(self) -> dict[str, float]:
+        """Total milliseconds per stage, in STAGES order (other stages after)."""
+        order = [s for s in STAGES if s in self.seconds] + [s for s in self.seconds if s not in STAGES]
+        return {s: self.seconds[s] * 1e3 for s in order}
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+        self.counts.clear()
+
+
+@contextlib.contextmanager
+def timed(engine, timer: StageTimer | None = None) -> Iterator[StageTimer]:
+    """Attach a StageTimer to `engine` for the block (the timing hook); the previous one is put back after."""
+    timer = timer or StageTimer()
+    prev = getattr(engine, "timer", None)
+    engine.timer = timer
+    try:
+        yield timer
+    finally:
+        engine.timer = prev
+
+
 class Engine(Protocol):
     name: str
+    timer: StageTimer | None  # stages are added here when set (see `timed`)
+
+    @property
+    def sessions(self) -> dict[str, Any]: ...  # role -> session (ORT InferenceSession or the like)
 
     def encode(self, pre: np.ndarray, post: np.ndarray) -> Encoded: ...
 
@@ -51,6 +114,7 @@ class Backend:
     device: str  # "cpu" | "cuda"
     available: Callable[[], str | None]  # None when usable, else the reason it is not
     options: dict = field(default_factory=dict)  # fixed keyword arguments for the factory
+    kind: str = "ort"  # "ort": runs the bundle's ONNX variants; "torch": a PyTorch checkpoint cast per precision
 
     def create(self, bundle, precision: str = "fp32", **options) -> Engine:
         reason = self.available()
@@ -108,16 +172,6 @@ def _torch(device: str) -> Callable[[], str | None]:
     return check
 
 
-def _tensorrt() -> str | None:
-    import importlib.util
-
-    if importlib.util.find_spec("tensorrt") is None:
-        return "tensorrt python package not installed"
-    if importlib.util.find_spec("edgecc.engines.trt") is None:
-        return "native TensorRT engine not implemented yet (use ort-tensorrt)"
-    return None
-
-
 _ORT = "edgecc.engines.ort:OrtEngine"
 _TORCH = "edgecc.train.torch_engine:TorchEngine"  # factory code: needs edgecc[train]
 register_backend(Backend("ort-cpu", _ORT, "cpu", _ort_provider("CPUExecutionProvider"), {"device": "cpu"}))
@@ -131,6 +185,7 @@ register_backend(Backend("ort-cpu-unfused", _ORT, "cpu", _ort_provider("CPUExecu
                          {"device": "cpu", "fusion": "split", "fused": False}))
 register_backend(Backend("ort-cpu-standard", _ORT, "cpu", _ort_provider("CPUExecutionProvider"),
                          {"device": "cpu", "fusion": "standard"}))
-register_backend(Backend("torch-cpu", _TORCH, "cpu", _torch("cpu"), {"device": "cpu"}))
-register_backend(Backend("torch-cuda", _TORCH, "cuda", _torch("cuda"), {"device": "cuda"}))
-register_backend(Backend("tensorrt", "edgecc.engines.trt:TrtEngine", "cuda", _tensorrt))
+register_backend(Backend("torch-cpu", _TORCH, "cpu", _torch("cpu"), {"device": "cpu"}, kind="torch"))
+register_backend(Backend("torch-cuda", _TORCH, "cuda", _torch("cuda"), {"device": "cuda"}, kind="torch"))
+# TensorRT runs through ort-tensorrt (ORT's TensorRT execution provider, engines cached by ONNX sha256); there is no
+# native TensorRT engine module, so none is registered.
