@@ -503,5 +503,15 @@ def _commit(bundle: Bundle, tmp: Path, new_variants: dict[str, dict]) -> dict:
             (root / f).parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / f, root / f)
     files = keep_files + [f for v in new_variants.values() for f in graph_roles(v).values() if f not in keep_files]
-    manifest = {**bundle.manifest, "variants": {**old, **new_variants}, "files": files}
-    return write_manifest(root, manifest)
+    write_manifest(root, {**bundle.manifest, "variants": {**old, **new_variants}, "files": files})
+    # the export's graph passes for the new graphs: Pads folded into Convs, the one-call decode loop for the variant
+    # CPUs run (each checked for identical outputs / tokens; a decoder the loop cannot carry is left without one)
+    from edgecc.export.decode_loop import add_to_bundle
+    from edgecc.export.fold_pads import fold_bundle
+
+    trunks = [v["trunk"] for v in new_variants.values() if "trunk" in v]
+    if trunks:
+        fold_bundle(root, trunks, log=lambda _: None)
+    if Bundle.open(root).cpu_precision in new_variants:
+        add_to_bundle(root)
+    return Bundle.open(root).manifest

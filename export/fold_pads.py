@@ -5,7 +5,7 @@ DequantizeLinear -> Conv (QDQ int8). ONNX Runtime runs each Pad as its own kerne
 (about 0.4 ms of a 3-4 ms trunk on a 2-core CPU), and in the QDQ graph the Pad also keeps a Q/DQ pair unfused. A
 Conv's own `pads` does the same arithmetic: zeros (fp32) or the input zero point (QLinearConv) at the borders.
 
-    python -m edgecc.export.fold_pads edgecc/models/default trunk.onnx int8/trunk.onnx   # rewrites + manifest
+    python -m edgecc.export.fold_pads edgecc/models/default      # every variant's trunk.onnx, rewrites + manifest
 
 Only a Pad in constant mode with value 0, padding only the two spatial axes of an NCHW tensor, whose output feeds
 only Conv nodes (directly, or through one QuantizeLinear -> DequantizeLinear), is folded. The caller checks parity
@@ -149,22 +149,30 @@ def fold_file(src: Path, dst: Path, size: int = 256, seed: int = 0, atol: float 
     return n
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 2:
-        print("usage: python -m edgecc.export.fold_pads BUNDLE_DIR GRAPH.onnx [...]", file=sys.stderr)
-        return 2
+def fold_bundle(root: str | Path, names: list[str] | None = None, log=print) -> dict:
+    """Fold the Pads of `names` (default: every variant's trunk graph) in place, record the pass in the manifest's
+    "graph_passes" (sha256s rewritten by the bundle writer) and verify the bundle. -> graph_passes."""
     from edgecc.bundle import Bundle, write_manifest
 
-    root = Path(argv[0])
+    root = Path(root)
     m = Bundle.open(root, verify=False).manifest
+    names = names or [v["trunk"] for v in m["variants"].values() if "trunk" in v]
     passes = dict(m.get("graph_passes", {}))
-    for name in argv[1:]:
+    for name in names:
         n = fold_file(root / name, root / name)
-        print(f"{root / name}: folded {n} Pad(s) into Conv")
+        log(f"{root / name}: folded {n} Pad(s) into Conv")
         if n:
             passes[name] = sorted({*passes.get(name, []), "fold_pads (export/fold_pads.py; outputs bit-identical)"})
     write_manifest(root, {**m, "files": list(m["files"]), "graph_passes": passes})
     Bundle.open(root)  # verifies every sha256
+    return passes
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: python -m edgecc.export.fold_pads BUNDLE_DIR [GRAPH.onnx ...]", file=sys.stderr)
+        return 2
+    fold_bundle(argv[0], argv[1:] or None)
     return 0
 
 

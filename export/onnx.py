@@ -217,6 +217,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path, opts: ExportOptions =
             "source_revision": _git_revision(),
             "metrics": {},
         })
+        if model.SPLIT:  # the trunk's "same" padding as Conv pads, not Pad copies; refused if outputs change
+            from .fold_pads import fold_bundle
+
+            fold_bundle(tmp, log=lambda _: None)
+            manifest = Bundle.open(tmp).manifest
         if opts.validate:
             manifest["validation"] = validate_bundle(model, tmp, opts)
             write_manifest(tmp, manifest)
