@@ -1,10 +1,15 @@
-"""Atomic outputs: write a temporary file next to the target, then rename it into place.
+"""Atomic outputs: write a temporary file next to the target, fsync it, then rename it into place.
 
-    with atomic_path("out/changes.geojson") as tmp:   # tmp: out/.changes.geojson.<random>.tmp.geojson
-        tmp.write_text(text)                          # success: renamed over the target; error: removed
+    write_text("out/changes.geojson", text)           # the one way: bytes made in memory, then written here
+    write_bytes("out/heat.tif", data)
+    with atomic_path("out/x.bin") as tmp:             # for a writer that needs a path (tmp: out/.x.bin.<hex>.tmp.bin)
+        tmp.write_bytes(data)                         # success: renamed over the target; error: removed
 
-A failure leaves the old file or nothing, never a partial one. The file gets the usual mode (0666 less the umask,
-e.g. 0644), not mkstemp's private 0600.
+A failure (disk full, permission denied, a quota, a signal) leaves the old file or nothing, never a partial one, and
+raises `OutputError` (an `OSError`) naming the target. Outputs are encoded in memory first and written by Python,
+whose writes raise on every error: GDAL and OpenCV writing straight to a file can report success over a short
+write (tests/test_outputs_failure.py). The file gets the usual mode (0666 less the umask, e.g. 0644), not mkstemp's
+private 0600.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import os
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import OutputError
 
 
 def make_dir(folder: str | os.PathLike, target: str | os.PathLike | None = None) -> None:
@@ -23,11 +30,17 @@ def make_dir(folder: str | os.PathLike, target: str | os.PathLike | None = None)
     except (FileExistsError, NotADirectoryError):
         blocker = next((p for p in (*reversed(folder.parents), folder) if p.exists() and not p.is_dir()), folder)
         raise NotADirectoryError(f"{target or folder}: cannot write there, {blocker} is a file, not a folder") from None
+    except OSError as e:  # permission denied, read-only file system
+        raise OutputError(f"{target or folder}: cannot create folder {folder} ({e.strerror or e})") from e
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a new, empty temporary file path next to `path` (same suffix); rename it to `path` on success."""
+    """Yield a new, empty temporary file path next to `path` (same suffix); fsync and rename it to `path` on success.
+
+    Raises:
+        OutputError: the temporary file could not be created, written or renamed (the target is untouched).
+    """
     path = Path(path)
     make_dir(path.parent, path)
     while True:
@@ -37,12 +50,33 @@ def atomic_path(path: str | os.PathLike):
             break
         except FileExistsError:
             continue
+        except OSError as e:
+            raise OutputError(f"{path}: cannot write ({e.strerror or e}); nothing was written") from e
     try:
         yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data is on disk before the name points at it (power loss: old file or new, not empty)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
         for side in tmp.parent.iterdir():  # GDAL side files (.aux.xml, .ovr)
             if side.name.startswith(tmp.name + "."):
                 side.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, OutputError):
+            raise OutputError(f"{path}: cannot write ({e.strerror or e}); the old file, if any, is kept") from e
         raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically (see the module docstring)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()  # a short write or ENOSPC raises here, inside atomic_path: the temp file is removed
+
+
+def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
+    """Write `text` to `path` atomically (see the module docstring)."""
+    write_bytes(path, text.encode(encoding))

@@ -3,22 +3,33 @@
 Example:
     >>> b = Bundle.open("edgecc/models/default")      # verifies every file's sha256 against the manifest
     >>> b.manifest["input"]["size"], b.path("encoder.onnx")
+
+A bundle is untrusted input (someone may send one). Opening refuses, each with a one-line `BundleError`: a manifest
+over 1 MiB, not a JSON object, of an unknown format or version, or with malformed `files` / `variants`; a file
+name that is absolute, holds `..`, a backslash or a NUL, or is not listed in `files`; a listed file that is a
+symlink resolving outside the bundle; and (`verify`, the default) an ONNX file whose external-data location is not
+a listed file inside the bundle. Only listed, sha256-checked files inside the bundle ever reach ONNX Runtime.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from ._atomic import atomic_path
+from ._atomic import write_text
+from ._onnx_refs import OnnxParseError, external_data_locations
 from .errors import BundleError
 from .vocab import Vocab
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 FORMAT = "edgecc-bundle"
+MAX_MANIFEST_BYTES = 1 << 20  # the shipped manifests are ~15 kB
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_BUNDLE = MODELS_DIR / "default"
 
@@ -61,24 +72,32 @@ class Bundle:
             raise BundleError(f"{root}: bundle directory not found")
         if not mpath.is_file():
             raise BundleError(f"{mpath}: manifest not found (is {root} an edgecc bundle?)")
+        if not mpath.resolve().is_relative_to(root.resolve()):
+            raise BundleError(f"{mpath}: a symlink that leaves the bundle (to {mpath.resolve()})")
+        size = mpath.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{mpath}: manifest is {size} bytes, more than the {MAX_MANIFEST_BYTES} byte limit")
         try:
-            manifest = json.loads(mpath.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            manifest = json.loads(mpath.read_bytes())
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting or number bombs
             raise BundleError(f"{mpath}: manifest is not valid JSON ({e.__class__.__name__})") from None
+        if not isinstance(manifest, dict):
+            raise BundleError(f"{mpath}: manifest is not a JSON object")
         if manifest.get("format") != FORMAT:
             raise BundleError(f"{mpath}: not an {FORMAT} manifest")
         if manifest.get("manifest_version") != MANIFEST_VERSION:
-            raise BundleError(
-                f"{mpath}: unknown manifest version {manifest.get('manifest_version')!r} "
-                f"(this edgecc reads version {MANIFEST_VERSION})"
-            )
+            shown = repr(manifest.get("manifest_version"))[:20]
+            raise BundleError(f"{mpath}: unknown manifest version {shown} (this edgecc reads version "
+                              f"{MANIFEST_VERSION})")
+        _check_structure(root, mpath, manifest)
         bundle = cls(root, manifest)
         if verify:
             bundle.verify()
         return bundle
 
     def verify(self) -> None:
-        """Check every file listed in the manifest exists and matches its sha256."""
+        """Check every file listed in the manifest exists, matches its sha256, and (ONNX) keeps its external data
+        in listed files inside the bundle."""
         for name, meta in self.manifest["files"].items():
             p = self.root / name
             if not p.is_file():
@@ -86,11 +105,31 @@ class Bundle:
             got = sha256_file(p)
             if got != meta["sha256"]:
                 raise BundleError(f"{p}: sha256 mismatch (manifest {meta['sha256'][:12]}…, file {got[:12]}…)")
+            if name.endswith(".onnx"):
+                self._check_external_data(name)
         vocab_sha = self.vocab().sha256()
         if self.manifest.get("vocab_sha256") not in (None, vocab_sha):
             raise BundleError(f"{self.root / 'vocab.json'}: vocabulary hash differs from the manifest's")
 
+    def _check_external_data(self, name: str) -> None:
+        p = self.root / name
+        try:
+            locations = external_data_locations(p)
+        except (OnnxParseError, OSError) as e:
+            raise BundleError(f"{p}: not a readable ONNX file ({e})") from None
+        folder = PurePosixPath(name).parent
+        for loc in locations:
+            ref = (folder / loc).as_posix() if loc and _safe_name(loc) else None
+            ref = os.path.normpath(ref) if ref else None
+            if ref is None or not _safe_name(ref):
+                raise BundleError(f"{p}: external data {loc!r} lies outside the bundle")
+            if ref not in self.manifest["files"]:
+                raise BundleError(f"{p}: external data {loc!r} is not a file listed (and checksummed) in the manifest")
+
     def path(self, name: str) -> Path:
+        """The path of a file in the bundle; BundleError for a name that would leave it (absolute, '..')."""
+        if not _safe_name(name):
+            raise BundleError(f"{self.root}: unsafe file name {str(name)[:80]!r} (absolute, '..', or odd characters)")
         return self.root / name
 
     def vocab(self) -> Vocab:
@@ -158,6 +197,42 @@ class Bundle:
         return hashlib.sha256(json.dumps(self.manifest["files"], sort_keys=True).encode()).hexdigest()
 
 
+def _safe_name(name: object) -> bool:
+    """A relative POSIX path inside the bundle: no absolute path, drive, `..`, backslash, NUL or empty part."""
+    if not isinstance(name, str) or not name or len(name) > 255 or "\\" in name or "\x00" in name:
+        return False
+    parts = PurePosixPath(name).parts
+    return not (name.startswith("/") or ":" in parts[0] or any(x in ("..", ".", "") for x in parts))
+
+
+def _check_structure(root: Path, mpath: Path, m: dict) -> None:
+    """BundleError unless `files` maps safe names to {"sha256": hex, ...} and no listed file leaves the bundle, and
+    every file a variant names is listed."""
+    files = m.get("files")
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"{mpath}: malformed manifest ('files' must map file names to their sha256)")
+    real_root = root.resolve()
+    for name, meta in files.items():
+        if not _safe_name(name):
+            raise BundleError(f"{mpath}: unsafe file name {name[:80]!r} (absolute, '..', or odd characters)")
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) or not _SHA256.fullmatch(
+                meta["sha256"]):
+            raise BundleError(f"{mpath}: malformed manifest (no sha256 for {name!r})")
+        p = root / name
+        if (p.exists() or p.is_symlink()) and not p.resolve().is_relative_to(real_root):
+            raise BundleError(f"{p}: a symlink that leaves the bundle (to {p.resolve()})")
+    if "vocab.json" not in files:
+        raise BundleError(f"{mpath}: malformed manifest (vocab.json is not listed in 'files')")
+    variants = m.get("variants")
+    if not isinstance(variants, dict) or not variants or not all(isinstance(v, dict) for v in variants.values()):
+        raise BundleError(f"{mpath}: malformed manifest ('variants' must map precisions to their files)")
+    for prec, v in variants.items():
+        for role, name in v.items():
+            if isinstance(name, str) and name.endswith(".onnx") and name not in files:
+                why = "unsafe file name" if not _safe_name(name) else "a file not listed in 'files'"
+                raise BundleError(f"{mpath}: variant {prec} {role} is {why} ({name[:80]!r})")
+
+
 def write_manifest(root: str | Path, manifest: dict) -> dict:
     """Hash every file in `manifest['files']` (names only needed) and write manifest.json atomically."""
     root = Path(root)
@@ -165,6 +240,5 @@ def write_manifest(root: str | Path, manifest: dict) -> dict:
     manifest["files"] = {
         name: {"sha256": sha256_file(root / name), "bytes": (root / name).stat().st_size} for name in manifest["files"]
     }
-    with atomic_path(root / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return manifest

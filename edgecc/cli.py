@@ -472,6 +472,8 @@ def watch(
     camera_fov: float | None = typer.Option(None, "--camera-fov", help="Horizontal field of view in degrees (with "
                                             "the telemetry's altitude: the frame's ground resolution)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Encode each reference tile once (split encoder)."),
+    trust_telemetry: bool = typer.Option(False, "--trust-telemetry", help="Register a frame on its telemetry alone "
+                                         "when the image cannot be aligned (areas rebuilt since the map)."),
 ):
     """Watch a live source for changes against a reference map; one JSON line per change event."""
     import logging
@@ -481,7 +483,8 @@ def watch(
     from edgecc.stream import watch as run_watch
 
     opts = WatchOptions(every=every, deadline_ms=deadline_ms, follow=follow, replay=replay, max_frames=max_frames,
-                        register=RegisterOptions(method=registration, min_overlap=min_overlap),
+                        register=RegisterOptions(method=registration, min_overlap=min_overlap,
+                                                 trust_prior=trust_telemetry),
                         telemetry=str(telemetry) if telemetry else None, camera_fov_deg=camera_fov,
                         reference_cache=cache)
     handler = logging.StreamHandler()  # never silent: skips by reason go to stderr as "edgecc: watch: ..."

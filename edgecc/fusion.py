@@ -28,6 +28,10 @@ import warnings
 import numpy as np
 
 __all__ = ["diff_attention", "diff_attention_reference", "native_status", "topk_tokens"]
+# libgomp's thread pool does not survive fork(): a forked child that starts an OpenMP team of more than one thread
+# after the parent used one hangs. A process other than the one that imported this module runs the kernel on one
+# thread (tests/test_concurrency.py forks after load).
+_IMPORT_PID = os.getpid()
 
 
 # ---------------------------------------------------------------------------------------------- reference
@@ -106,7 +110,8 @@ def diff_attention(a: np.ndarray, b: np.ndarray, heads: int, topk: int = 0, fuse
         if native is not None:
             n_batch, n_tokens, channels = _check(a, b, heads, topk)
             out = np.empty_like(a)
-            native.diff_attention(a, b, out, n_batch, n_tokens, channels, int(heads), int(topk), _env_threads(),
+            threads = _env_threads() if os.getpid() == _IMPORT_PID else 1  # a fork child: one thread, see above
+            native.diff_attention(a, b, out, n_batch, n_tokens, channels, int(heads), int(topk), threads,
                                   _env_simd(native))
             return out
         _warn_missing()

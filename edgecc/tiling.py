@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecc._atomic import atomic_path, make_dir
+from edgecc._atomic import make_dir, write_bytes, write_text
 from edgecc.decoding import NO_CHANGE_CAPTION
-from edgecc.imagery import Pair, _pixel_corners
+from edgecc.geo import pixel_ring
+from edgecc.imagery import Pair
 
 __all__ = ["TileOptions", "TileResult", "SceneResult", "tile_grid", "caption_scene"]
 
@@ -265,12 +266,7 @@ def _read_tile(pair: Pair, win, tile: int, size: int):
 
 def _tile_result(pair: Pair, win, cap) -> TileResult:
     col, row, w, h = win
-    if pair.transform is not None:
-        ring = _pixel_corners(pair.transform, col, row, w, h)
-    else:
-        ring = [(float(col), float(row)), (float(col + w), float(row)), (float(col + w), float(row + h)),
-                (float(col), float(row + h))]
-    ring.append(ring[0])
+    ring = pixel_ring(pair.transform, (col, row, col + w, row + h))  # map coordinates, or pixels without a transform
     return TileResult(col=col, row=row, width=w, height=h, caption=str(cap.text), changed=bool(cap.changed),
                       change_score=float(cap.change_score), polygon=tuple(ring))
 
@@ -358,7 +354,6 @@ def _write_heatmap(path: Path, heat: np.ndarray, pair: Pair, scale: int) -> None
     scaled by `scale`) or PNG (uint8, nodata as 0)."""
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
-        import rasterio
         from affine import Affine
 
         profile = dict(driver="GTiff", width=heat.shape[1], height=heat.shape[0], count=1, dtype="float32",
@@ -371,17 +366,23 @@ def _write_heatmap(path: Path, heat: np.ndarray, pair: Pair, scale: int) -> None
             profile["crs"] = pair.crs
         # not georeferenced: scene pixel coordinates, like the GeoJSON's, so the heatmap still lies on the image
         profile["transform"] = Affine(*(pair.transform or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0))) @ Affine.scale(scale)
-        with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as ds:
-            ds.write(heat, 1)
-            ds.update_tags(description="edgecc change probability (tiles blended by distance to their centre)",
-                           scale=str(scale))
+        from rasterio.io import MemoryFile
+
+        with MemoryFile() as mem:  # encoded in memory: GDAL writing to a file can pass over a short write
+            with mem.open(**profile) as ds:
+                ds.write(heat, 1)
+                ds.update_tags(description="edgecc change probability (tiles blended by distance to their centre)",
+                               scale=str(scale))
+            data = mem.read()
+        write_bytes(path, data)
     elif suffix == ".png":
         import cv2
 
         img = np.rint(np.clip(heat, 0, 1) * 255).astype(np.uint8)
-        with atomic_path(path) as tmp:
-            if not cv2.imwrite(str(tmp), img):
-                raise OSError(f"{path}: could not write heatmap image")
+        ok, buf = cv2.imencode(".png", img)
+        if not ok:
+            raise ValueError(f"{path}: could not encode the heatmap as PNG ({img.shape})")
+        write_bytes(path, buf.tobytes())
     else:
         raise ValueError(f"{path}: heatmap must be .tif/.tiff (GeoTIFF) or .png, not {path.suffix!r}")
 
@@ -405,8 +406,7 @@ def _write_geojson(path: Path, tiles: list[TileResult], pair: Pair, crs: str) ->
         else:
             fc["crs"] = {"type": "name", "properties": {"name": _crs_urn(pair.crs)}}
     fc["features"] = features
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(fc))
+    write_text(path, json.dumps(fc))
 
 
 def _crs_urn(crs: str) -> str:

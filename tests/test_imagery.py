@@ -26,7 +26,7 @@ def _scene():
     ("truncated_tif", "truncated TIFF"),
     ("empty_tif", "empty file"),
     ("text_tif", "not a TIFF file (looks like text"),
-    ("huge_tif", "max_pixels"),
+    ("huge_tif", "--max-pixels"),
     ("corrupt_png", "not a readable image"),
     ("truncated_png", "not a readable image"),
 ])
@@ -213,7 +213,7 @@ def test_non_overlapping_footprints(fixtures_dir):
 
 
 def test_non_georeferenced_size_mismatch(fixtures_dir):
-    with pytest.raises(ImageryError, match="resize=True") as info:
+    with pytest.raises(ImageryError, match="--resize") as info:
         read_pair(fixtures_dir / "pre.png", fixtures_dir / "post_small.png")
     assert "post_small.png" in str(info.value) and "pre.png" in str(info.value)
     assert "use --resize" in str(info.value)  # the CLI flag first: the CLI shows this message as is
