@@ -3,6 +3,7 @@
 Example:
     >>> b = Bundle.open("edgecc/models/default")      # verifies every file's sha256 against the manifest
     >>> b.manifest["input"]["size"], b.path("encoder.onnx")
+    >>> b = Bundle.open(verify="on_use")              # each file's sha256 when b.path() first hands it out
 
 A bundle is untrusted input (someone may send one). Opening refuses, each with a one-line `BundleError`: a manifest
 over 1 MiB, not a JSON object, of an unknown format or version, or with malformed `files` / `variants`; a file
@@ -17,7 +18,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ._atomic import write_text
@@ -63,9 +64,13 @@ class Bundle:
 
     root: Path
     manifest: dict
+    on_use: bool = False  # sha256 of a file checked when path() first hands it out, not all at open
+    _checked: set = field(default_factory=set, compare=False, repr=False)
 
     @classmethod
-    def open(cls, root: str | Path | None = None, verify: bool = True) -> Bundle:
+    def open(cls, root: str | Path | None = None, verify: bool | str = True) -> Bundle:
+        """verify: True checks every file now; "on_use" checks each file the first time `path()` hands it out (a
+        runtime loads one variant of several: `edgecc.load` does this); False checks the structure only."""
         root = resolve(root)
         mpath = root / MANIFEST
         if not root.is_dir():
@@ -90,23 +95,34 @@ class Bundle:
             raise BundleError(f"{mpath}: unknown manifest version {shown} (this edgecc reads version "
                               f"{MANIFEST_VERSION})")
         _check_structure(root, mpath, manifest)
-        bundle = cls(root, manifest)
-        if verify:
+        bundle = cls(root, manifest, on_use=verify == "on_use")
+        if verify is True:
             bundle.verify()
+        elif bundle.on_use:
+            bundle._check_vocab()
         return bundle
 
     def verify(self) -> None:
         """Check every file listed in the manifest exists, matches its sha256, and (ONNX) keeps its external data
         in listed files inside the bundle."""
-        for name, meta in self.manifest["files"].items():
-            p = self.root / name
-            if not p.is_file():
-                raise BundleError(f"{p}: file listed in the manifest is missing")
-            got = sha256_file(p)
-            if got != meta["sha256"]:
-                raise BundleError(f"{p}: sha256 mismatch (manifest {meta['sha256'][:12]}…, file {got[:12]}…)")
-            if name.endswith(".onnx"):
-                self._check_external_data(name)
+        for name in self.manifest["files"]:
+            self._check_file(name)
+        self._check_vocab()
+
+    def _check_file(self, name: str) -> None:
+        p, meta = self.root / name, self.manifest["files"][name]
+        if not p.is_file():
+            raise BundleError(f"{p}: file listed in the manifest is missing")
+        got = sha256_file(p)
+        if got != meta["sha256"]:
+            raise BundleError(f"{p}: sha256 mismatch (manifest {meta['sha256'][:12]}…, file {got[:12]}…)")
+        if name.endswith(".onnx"):
+            self._check_external_data(name)
+        self._checked.add(name)
+
+    def _check_vocab(self) -> None:
+        if self.on_use and "vocab.json" in self.manifest["files"] and "vocab.json" not in self._checked:
+            self._check_file("vocab.json")
         vocab_sha = self.vocab().sha256()
         if self.manifest.get("vocab_sha256") not in (None, vocab_sha):
             raise BundleError(f"{self.root / 'vocab.json'}: vocabulary hash differs from the manifest's")
@@ -125,11 +141,15 @@ class Bundle:
                 raise BundleError(f"{p}: external data {loc!r} lies outside the bundle")
             if ref not in self.manifest["files"]:
                 raise BundleError(f"{p}: external data {loc!r} is not a file listed (and checksummed) in the manifest")
+            if self.on_use and ref not in self._checked:  # ONNX Runtime reads it beside the graph, not via path()
+                self._check_file(ref)
 
     def path(self, name: str) -> Path:
         """The path of a file in the bundle; BundleError for a name that would leave it (absolute, '..')."""
         if not _safe_name(name):
             raise BundleError(f"{self.root}: unsafe file name {str(name)[:80]!r} (absolute, '..', or odd characters)")
+        if self.on_use and name in self.manifest["files"] and name not in self._checked:
+            self._check_file(name)
         return self.root / name
 
     def vocab(self) -> Vocab:

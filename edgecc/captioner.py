@@ -106,7 +106,7 @@ def load(bundle: str | Path | None = None, backend: str = "ort-cpu", precision: 
         raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
     from .engines import BACKENDS
 
-    b = Bundle.open(bundle)
+    b = Bundle.open(bundle, verify="on_use")  # each graph's sha256 when its session is made: one variant's files
     backend_info = BACKENDS.get(backend)
     cpu = backend_info is not None and backend_info.device == "cpu"
     tuning = None

@@ -33,6 +33,21 @@ def test_one_byte_changed_is_caught(bundle_copy):
         Bundle.open(bundle_copy)
 
 
+def test_on_use_checks_each_file_when_handed_out(bundle_copy):
+    import edgecc
+
+    p = bundle_copy / "decoder.onnx"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 1
+    p.write_bytes(bytes(data))
+    b = Bundle.open(bundle_copy, verify="on_use")  # opens: the graphs are not read yet
+    assert b.path("encoder.onnx").is_file()  # an intact file passes
+    with pytest.raises(BundleError, match=r"decoder\.onnx: sha256 mismatch"):
+        b.path("decoder.onnx")
+    with pytest.raises(BundleError, match=r"decoder\.onnx: sha256 mismatch"):  # load() checks what it loads
+        edgecc.load(bundle_copy)
+
+
 def test_missing_file(bundle_copy):
     (bundle_copy / "encoder.onnx").unlink()
     with pytest.raises(BundleError, match=r"encoder\.onnx: file listed in the manifest is missing"):
