@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EdgeccError
+from .imagery import is_uri
 
 __all__ = ["Image", "Item", "ManifestError", "read_manifest"]
 
@@ -61,10 +62,6 @@ class Item:
     @property
     def pairs(self) -> list[tuple[Image, Image]]:
         return list(zip(self.images[:-1], self.images[1:]))
-
-
-def is_uri(path: str) -> bool:
-    return path.startswith("/vsi") or bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", path))
 
 
 def read_manifest(path: str | os.PathLike, check_paths: bool = True) -> list[Item]:

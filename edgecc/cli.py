@@ -78,8 +78,8 @@ def _main(ctx: typer.Context,
 
 @app.command()
 def caption(
-    pre: Path = typer.Argument(..., help="Before image (GeoTIFF, PNG, JPEG)."),
-    post: Path = typer.Argument(..., help="After image, same place."),
+    pre: str = typer.Argument(..., help="Before image (GeoTIFF, PNG, JPEG; or a GDAL URI: /vsicurl/..., s3://...)."),
+    post: str = typer.Argument(..., help="After image, same place."),
     model: Path | None = typer.Option(None, "--model", "-m", help="Bundle dir or model name (default, teacher)."),
     backend: str = typer.Option("ort-cpu", help="Engine backend (see `edgecc doctor`)."),
     precision: str | None = typer.Option(None, help="Bundle variant: fp32, fp16, int8 (default: the bundle's "

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,13 +128,25 @@ class Raster:
         return geo.bounds(self.transform, self.width, self.height)
 
 
+def is_uri(path: str | os.PathLike) -> bool:
+    """A GDAL virtual path or URL (/vsicurl/..., /vsis3/..., s3://..., https://...), read by GDAL, not a local file."""
+    path = str(path)
+    return path.startswith("/vsi") or bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", path))
+
+
 def open_raster(path: str | os.PathLike, *, max_pixels: int = 2**31) -> Raster:
     """Read the metadata of an image file without reading its pixels.
+
+    A URI (`is_uri`) goes to GDAL as it is (needs rasterio): the local header checks do not apply to it.
 
     Raises:
         ImageryError: missing, a directory, empty, unreadable, not an image, corrupt, truncated, or claiming more
             than `max_pixels` pixels.
     """
+    if is_uri(path):
+        if not has_rasterio():
+            raise ImageryError(f"{path}: a URI is read by GDAL: pip install 'edgecc[geo]'")
+        return _checked(_open_gdal(str(path), max_pixels), str(path), max_pixels)  # str: Path() folds "//"
     p = Path(path)
     head = check_file(p)
     kind = sniff(head)
@@ -153,6 +166,10 @@ def open_raster(path: str | os.PathLike, *, max_pixels: int = 2**31) -> Raster:
         raster = _open_gdal(p, max_pixels) if has_rasterio() else None
     if raster is None:
         raster = _open_decode_cv2(p, max_pixels)  # no rasterio: OpenCV reads TIFF/BMP/WebP whole, no georef
+    return _checked(raster, p, max_pixels)
+
+
+def _checked(raster: Raster, p, max_pixels: int) -> Raster:
     if "complex" in raster.dtype:
         raise ImageryError(f"{p}: complex samples ({raster.dtype}, e.g. radar SLC) are not imagery edgecc reads")
     if raster.width <= 0 or raster.height <= 0 or raster.count <= 0:
@@ -326,7 +343,7 @@ def _open_gdal(p: Path, max_pixels: int) -> Raster:
             path=p, width=ds.width, height=ds.height, count=count, dtype=ds.dtypes[0], crs=crs,
             transform=transform, nodata=ds.nodata, reader="gdal",
         )
-        if ds.width * ds.height <= max_pixels and ds.driver == "GTiff":
+        if ds.width * ds.height <= max_pixels and ds.driver == "GTiff" and not is_uri(p):  # a local file's size
             _check_tiff_blocks(ds, p)
     return raster
 

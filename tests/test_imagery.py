@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import warnings
+from pathlib import Path
 
 import make_imagery as mk
 import numpy as np
@@ -295,3 +297,32 @@ def test_real_png_pairs(shared_data, rel):
     with read_pair(root / rel[0], root / rel[1]) as pair:
         pre, post, valid = pair.read_window(0, 0, min(256, pair.width), min(256, pair.height))
     assert pre.dtype == post.dtype == np.uint8 and pre.shape == post.shape and valid.all()
+
+
+def test_gdal_uri_reads_like_the_local_file(tmp_path):
+    """A GDAL virtual path (here /vsizip/, like /vsicurl/ or s3://) goes to GDAL as it is, "//" and all."""
+    import zipfile
+
+    pytest.importorskip("rasterio", reason="URIs are read by GDAL: needs the geo extra")
+    from typer.testing import CliRunner
+
+    from edgecc import cli
+    from edgecc.imagery import is_uri
+
+    src = Path(__file__).resolve().parents[1] / "examples" / "data"
+    with zipfile.ZipFile(tmp_path / "pair.zip", "w") as z:
+        for name in ("pre.tif", "post.tif"):
+            z.write(src / name, name)
+    uri = f"/vsizip/{tmp_path}/pair.zip"
+    assert is_uri(uri) and is_uri("s3://bucket/a.tif") and is_uri("https://h/a.tif") and not is_uri(src / "pre.tif")
+    local = read_image(src / "pre.tif")
+    assert np.array_equal(read_image(f"{uri}/pre.tif"), local)
+    with pytest.raises(ImageryError, match=r"nope\.tif: not a readable image"):
+        open_raster(f"{uri}/nope.tif")
+    runner = CliRunner()
+    a = runner.invoke(cli.app, ["caption", f"/vsizip//{str(tmp_path).lstrip('/')}/pair.zip/pre.tif",
+                                f"{uri}/post.tif", "--json"])
+    b = runner.invoke(cli.app, ["caption", str(src / "pre.tif"), str(src / "post.tif"), "--json"])
+    assert a.exit_code == 0, a.output
+    strip = lambda out: {k: v for k, v in json.loads(out).items() if k != "timings_ms"}  # noqa: E731
+    assert strip(a.stdout) == strip(b.stdout)
