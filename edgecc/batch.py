@@ -35,7 +35,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ._atomic import atomic_path, make_dir
+from ._atomic import make_dir, write_text
 from ._batch_manifest import Item, ManifestError, is_uri, read_manifest
 from .errors import EdgeccError
 
@@ -396,8 +396,7 @@ def load_results(out: str | os.PathLike) -> list[dict]:
 
 
 def _write_json(path: Path, obj) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 @contextlib.contextmanager

@@ -378,11 +378,12 @@ def run(opts: BenchOptions = BenchOptions(), progress=None) -> dict:
 def save_outputs(report: dict, json_path=None, markdown_path=None, plot_path=None) -> None:
     """Write the report as JSON, a markdown table, and/or a latency-vs-CIDEr-D PNG (needs the 'plot' extra)."""
     from . import _bench_report
+    from ._atomic import write_text
 
     if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+        write_text(json_path, json.dumps(report, indent=2) + "\n")
     if markdown_path:
-        Path(markdown_path).write_text(_bench_report.to_markdown(report))
+        write_text(markdown_path, _bench_report.to_markdown(report))
     if plot_path:
         _bench_report.save_plot(report, plot_path)
 

@@ -389,10 +389,9 @@ def fit_gate(
 
 
 def _write_json(path: Path, obj) -> None:
-    from edgecc._atomic import atomic_path
+    from edgecc._atomic import write_text
 
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 @app.command()

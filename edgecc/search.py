@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._atomic import atomic_path
+from ._atomic import write_text
 from ._batch_outputs import changed_tiles, in_one_crs
 from .errors import EdgeccError
 
@@ -113,8 +113,7 @@ def write_geojson(hits: list[Hit], path: str | os.PathLike) -> Path:
          "properties": {k: t[k] for k in ("id", "step", "pre_date", "post_date", "caption", "score", "match", "col",
                                           "row", "width", "height")}} for t in geo]
     path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(fc))
+    write_text(path, json.dumps(fc))
     return path
 
 
