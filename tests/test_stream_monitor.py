@@ -47,7 +47,7 @@ def test_video_to_jsonl_with_tiny_bundle(tiny, flight, tmp_path):
                WatchOptions(gate_threshold=0.0, replay=True, debounce_iou=0.0), snapshots=tmp_path / "snaps")
     c = st.counters
     assert c["frames_read"] == 24 and c["dropped"] == 0 and c["process_errors"] == 0
-    assert c["pregate_skip"] == flight.change_at  # unchanged frames never reach the model
+    assert c["pregate_skip"] + c["register_skip_unconfirmed"] == flight.change_at  # unchanged: never the model
     assert c["model_calls"] == 24 - flight.change_at and c["events"] == 1
     assert c["debounced"] == 24 - flight.change_at - 1
     (e,) = _lines(ev)
@@ -82,6 +82,9 @@ def test_georeferenced_reference_gives_map_polygon(tiny, flight, tmp_path):
     x0, y0, x1, y1 = e["bbox"]
     assert e["crs"] == "EPSG:32615" and e["polygon"][0] == [500000 + 0.5 * x0, 4e6 - 0.5 * y0]
     assert e["polygon"][2] == [500000 + 0.5 * x1, 4e6 - 0.5 * y1]
+    lon, lat = e["polygon_wgs84"][0]  # UTM 15N, 500 km east, 4000 km north: the central meridian, ~36.1 N
+    assert lon == pytest.approx(-93.0, abs=0.01) and lat == pytest.approx(36.14, abs=0.02)
+    assert len(e["polygon_wgs84"]) == 5 and e["polygon_wgs84"][0] == e["polygon_wgs84"][-1]
 
 
 def test_corrupt_frames_in_folder_are_skipped(tiny, flight, tmp_path):
@@ -149,7 +152,7 @@ class FastSource(FrameSource):
         if self.i >= self.n:
             return None
         time.sleep(self.period)
-        f = Frame(self.i, self.frames[self.i % len(self.frames)], time.perf_counter(), f"f{self.i}")
+        f = Frame(self.i, self.frames[self.i % len(self.frames)], time.monotonic(), f"f{self.i}")
         self.i += 1
         return f
 
@@ -196,9 +199,9 @@ def test_sigint_stops_cleanly_and_restores_handler(tiny, flight, tmp_path):
     folder.mkdir()
     before = signal.getsignal(signal.SIGINT)
     threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
-    t = time.perf_counter()
+    t = time.monotonic()
     st = watch(tiny, str(folder), str(flight.reference), tmp_path / "e.jsonl", WatchOptions(follow=True))
-    assert time.perf_counter() - t < 5 and st.counters["frames_read"] == 0
+    assert time.monotonic() - t < 5 and st.counters["frames_read"] == 0
     assert signal.getsignal(signal.SIGINT) is before
 
 
@@ -243,6 +246,118 @@ def test_cli_watch(tiny_bundle, flight, tmp_path):
     r = CliRunner().invoke(app, ["watch", str(tmp_path / "nope.avi"), "--reference", str(flight.reference),
                                  "--model", str(tiny_bundle)])
     assert r.exit_code == 2 and "no such file" in r.output
+
+
+# ---------------------------------------------------------------------------------------------- never silent, bad input
+
+
+def test_no_shared_content_is_said_with_counts(tiny, flight, tmp_path, caplog):
+    import cv2
+
+    other = tmp_path / "other.png"  # fields and hedges: textured, but nothing of the flight's town
+    noise = np.random.default_rng(4).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    cv2.imwrite(str(other), cv2.GaussianBlur(noise, (0, 0), 4) * 3)
+    with caplog.at_level("WARNING", logger="edgecc.watch"):
+        st = watch(tiny, str(flight.video), str(other), tmp_path / "e.jsonl",
+                   WatchOptions(replay=True, report_every_s=0.05))
+    c = st.counters
+    assert c["frames_read"] == 24 and c["registered"] == 0
+    assert sum(v for k, v in c.items() if k.startswith("register_skip_")) == 24
+    lines = [r.getMessage() for r in caplog.records if "frames read" in r.getMessage()]
+    assert lines[:-1] and all(x.endswith("so far") for x in lines[:-1])  # at intervals while it runs...
+    line = lines[-1]  # ... and once at the end
+    assert line.startswith("watch: 24 frames read, none registered (") and ("not_found" in line or "low_corr" in line)
+
+
+def test_frames_of_another_size_and_a_featureless_reference(tiny, flight, tmp_path, caplog):
+    import cv2
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k, p in enumerate(sorted(flight.frames_dir.iterdir())[:6]):
+        img = cv2.imread(str(p))
+        cv2.imwrite(str(frames / p.name), cv2.resize(img, (240, 200)) if k == 3 else img)
+    st = watch(tiny, str(frames), str(flight.reference), None, WatchOptions(replay=True, gate_threshold=1.01))
+    assert st.counters["frame_size_changed"] == 2 and st.counters["process_errors"] == 0
+    flat = tmp_path / "water.png"
+    cv2.imwrite(str(flat), np.full((400, 400, 3), (90, 60, 30), np.uint8))
+    with caplog.at_level("WARNING", logger="edgecc.watch"):
+        st = watch(tiny, str(frames), str(flat), None, WatchOptions(replay=True))
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "almost no texture" in text and "none registered" in text and st.counters["registered"] == 0
+
+
+def test_clock_jumps_change_nothing(tiny, flight, monkeypatch):
+    """Deadlines and latencies use time.monotonic: the wall clock jumping back an hour mid-run changes nothing."""
+    real = time.time
+    calls = iter(range(10**6))
+    monkeypatch.setattr(time, "time", lambda: real() - (3600 if next(calls) % 2 else 0))
+    st = watch(tiny, str(flight.video), str(flight.reference), None,
+               WatchOptions(replay=True, deadline_ms=60_000, gate_threshold=1.01))
+    assert st.counters["stale"] == 0 and st.counters["frames_processed"] == 24
+    assert all((h.summary()["max"] or 0) < 60_000 for h in st.latency.values())
+
+
+def test_sigterm_mid_stream_stops_cleanly_with_events_and_stats(tiny_bundle, flight, tmp_path):
+    """A source that never ends (a followed folder) stopped by SIGTERM: exit 0, whole event lines, JSON stats."""
+    import shutil
+    import subprocess
+
+    live = tmp_path / "live"
+    live.mkdir()
+    for p in sorted(flight.frames_dir.iterdir())[flight.change_at:]:
+        shutil.copy(p, live / p.name)
+    ev = tmp_path / "e.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "edgecc.cli", "watch", str(live), "--follow", "--reference",
+                             str(flight.reference), "--events", str(ev), "--model", str(tiny_bundle), "--threshold",
+                             "0", "--replay", "--stats"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t = time.monotonic()
+    while time.monotonic() - t < 60 and not (ev.exists() and ev.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    text = ev.read_text()
+    assert text.endswith("\n") and all(json.loads(x)["caption"] for x in text.splitlines())
+    stats = json.loads(out.strip().splitlines()[-1], parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert stats["counters"]["events"] == len(text.splitlines()) >= 1
+
+
+def test_cli_watch_registration_options(tiny_bundle, flight, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgecc.cli import app
+
+    args = ["watch", str(flight.video), "--reference", str(flight.reference), "--model", str(tiny_bundle),
+            "--events", str(tmp_path / "e.jsonl"), "--replay", "--stats"]
+    r = CliRunner().invoke(app, [*args, "--min-overlap", "1.01"])
+    assert r.exit_code == 2 and "min_overlap" in r.output
+    r = CliRunner().invoke(app, [*args, "--registration", "sift", "--min-overlap", "0.99", "--threshold", "1"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    assert sum(v for k, v in d["counters"].items() if k == "registered" or k.startswith("register_skip")) == 24
+    assert "no event" in r.stderr and "edgecc: watch: 24 frames read" in r.stderr
+
+
+def test_real_cross_date_flight_registers(shared_data):
+    """SZTAKI: the earlier date as the map, 90 later-date frames (+-10 deg, +-10%, blur, drift, a drop)."""
+    import cv2
+
+    from edgecc.stream import Registrar
+
+    site = shared_data / "real_pairs" / "sztaki" / "szada_1"
+    pre, post = (cv2.cvtColor(cv2.imread(str(site / n)), cv2.COLOR_BGR2RGB) for n in ("im1.png", "im2.png"))
+    reg, errs, n = Registrar(pre), [], 0
+    for _, img, vp in make_flight.real_flight(post, 90, 256, seed=1):
+        if img is None:
+            continue
+        n += 1
+        r = reg.register(img)
+        if r.ok:
+            c = np.float32([[[0, 0], [256, 0], [256, 256], [0, 256], [128, 128]]])
+            errs.append(np.linalg.norm(cv2.perspectiveTransform(c, r.homography) - cv2.perspectiveTransform(
+                c, vp.homography), axis=2).mean())
+    assert len(errs) >= 0.9 * n and np.median(errs) <= 2.0, (len(errs), n, np.median(errs))
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ Example:
 
 Each line: {"time": ISO-8601 UTC, "frame": index, "source", "frame_name", "caption", "change_score",
 "bbox": [x0, y0, x1, y1] in reference pixels, "polygon": [[x, y], ...] in map coordinates or null, "crs",
+"polygon_wgs84": [[lon, lat], ...] or null,
 "latency_ms": {"read", "register", "pregate", "encode", "decode", "total"}, "snapshot": path or null}.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_path, make_dir
+from ..geo import pixel_ring
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class ChangeEvent:
     bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in reference pixels
     polygon: list | None = None  # [[x, y], ...] map coordinates (closed ring) when georeferenced
     crs: str | None = None
+    polygon_wgs84: list | None = None  # the same ring as [[lon, lat], ...] (EPSG:4326) when the CRS is known
     latency_ms: dict = field(default_factory=dict)
     snapshot: str | None = None
 
@@ -58,10 +61,7 @@ def mask_bbox(mask: np.ndarray, crop: tuple[int, int, int, int], threshold: floa
 
 def bbox_polygon(bbox: tuple[int, int, int, int], transform) -> list[list[float]]:
     """Pixel bbox -> closed ring of map coordinates through a GDAL-order affine (a, b, c, d, e, f)."""
-    a, b, c, d, e, f = transform
-    x0, y0, x1, y1 = bbox
-    ring = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
-    return [[a * x + b * y + c, d * x + e * y + f] for x, y in ring]
+    return [list(p) for p in pixel_ring(transform, bbox)]
 
 
 def iou(a, b) -> float:

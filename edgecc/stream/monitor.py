@@ -14,14 +14,20 @@ skipped with their reason; the reference crop and the registered frame go throug
 changed region overlaps a recent event's region (IoU >= `debounce_iou`, within `debounce_frames`) is not repeated
 (`debounced`). A frame that fails anywhere is logged and skipped (`read_errors`, `process_errors`).
 
-Reference caching: the bundle's encoder takes (pre, post) together, so the encoder cannot run on the reference once.
-What is cached: the reference pixels, its features and its grid; per frame only a crop + resize of it is made, and
-the pixel pre-gate keeps unchanged frames off the encoder. A split encoder graph (trunk per image) would allow true
-reference-feature caching.
+Reference: a map of any size (`ReferenceMap`: GeoTIFF by windows, PNG decoded once), registered to across dates
+(`Registrar`: track, telemetry prior or global search, then gradient ECC). The model sees the map grid tile (side
+`tile`, stride half of it) the frame covers best, so one tile serves many frames: with the split encoder its trunk
+tokens are computed once (`CachedReferenceEngine`, an LRU) and a frame costs one trunk pass, the fused kernel and
+the fusion graph. A frame that covers no tile well enough (`min_tile_cover`) is paired on its own box, uncached.
+
+Never silent: every `report_every_s` while no event has been written, and at the end of a run that read frames but
+registered none or wrote no event, one line on stderr (logger "edgecc.watch") gives the counts by reason.
+All deadlines and latencies use time.monotonic (a wall-clock jump changes nothing but the events' `time` stamp).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import signal
@@ -34,7 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..geo import to_map
 from .events import ChangeEvent, EventWriter, bbox_polygon, iou, mask_bbox
+from .refcache import CachedReferenceEngine
+from .refmap import ReferenceMap, to_wgs84
 from .register import RegisterOptions, Registrar, pregate_score
 from .sources import Frame, FrameError, FrameSource, SourceError, open_source
 
@@ -57,7 +66,15 @@ class WatchOptions:
     replay: True: never drop, the reader waits for the loop. False: latest-frame-wins. None (default): False for
         live sources (camera, stream, followed folder), True for files (a file is not live: nothing is gained by
         dropping its frames, and a short change could be lost).
-    register: feature matching settings.
+    register: registration settings (method, min_overlap: the fraction of the frame inside the map, ...).
+    reference_cache: cache the reference tiles' trunk tokens (split encoder); False re-encodes the reference.
+    cache_tiles: LRU capacity in tiles (trunk tokens and map blocks).
+    tile: side in map px of the model's map tiles (None: the model input size, or 80% of the first registered
+        frame's footprint when that is smaller).
+    min_tile_cover: the best tile must be at least this fraction covered by the frame, else the frame's own box.
+    report_every_s: seconds between "nothing yet" lines on stderr (0: only at the end).
+    telemetry: a sidecar CSV/SRT with per-frame lat/lon/heading/altitude (a prior for registration).
+    camera_fov_deg: horizontal field of view, with the telemetry's altitude gives the frame's ground resolution.
     """
 
     every: int = 1
@@ -71,6 +88,13 @@ class WatchOptions:
     replay: bool | None = None
     follow: bool = False
     register: RegisterOptions = RegisterOptions()
+    reference_cache: bool = True
+    cache_tiles: int = 64
+    tile: int | None = None
+    min_tile_cover: float = 0.5
+    report_every_s: float = 10.0
+    telemetry: str | None = None
+    camera_fov_deg: float | None = None
 
     def __post_init__(self):
         if self.every < 1:
@@ -173,26 +197,59 @@ class _Region:
     last_frame: int
 
 
-def load_reference(path: str | Path) -> tuple[np.ndarray, tuple | None, str | None]:
-    """Reference image -> (uint8 [H,W,3] RGB, geotransform or None, CRS or None)."""
-    from ..imagery import open_raster, read_image
+def load_reference(path: str | Path, cache_blocks: int = 64) -> ReferenceMap:
+    """Reference image (GeoTIFF, PNG, JPEG; any size) -> a ReferenceMap read by windows."""
+    return ReferenceMap.open(path, cache_blocks)
 
-    raster = open_raster(path)
-    return read_image(path), (raster.transform if raster.georeferenced else None), raster.crs
+
+def _model(captioner, threshold: float | None, cache: bool, capacity: int):
+    """The captioner the monitor calls: its threshold overridden, its engine behind the reference cache.
+
+    Anything that is not a dataclass Captioner (a test double with `caption_batch`) is used as it is."""
+    if not dataclasses.is_dataclass(captioner):
+        return captioner, None
+    kw = {} if threshold is None else {"threshold": threshold}
+    engine = None
+    if cache and getattr(captioner.engine, "can_encode_tokens", False):
+        engine = CachedReferenceEngine(captioner.engine, capacity)
+        kw["engine"] = engine
+    return (dataclasses.replace(captioner, **kw) if kw else captioner), engine
 
 
 class Monitor:
-    """One watch session: a captioner, a reference and options; `run(source, writer)` processes a stream."""
+    """One watch session: a captioner, a reference map and options; `run(source, writer)` processes a stream."""
 
-    def __init__(self, captioner, reference: np.ndarray, options: WatchOptions = WatchOptions(),
+    def __init__(self, captioner, reference: ReferenceMap | np.ndarray, options: WatchOptions = WatchOptions(),
                  reference_transform: tuple | None = None, reference_crs: str | None = None):
         self.captioner = captioner
         self.options = options
         self.size = int(captioner.input_size)
-        self.registrar = Registrar(reference, options.register)  # reference features computed once
-        self.ref_transform, self.ref_crs = reference_transform, reference_crs
+        self.tile = int(options.tile or self.size)
+        if isinstance(reference, np.ndarray):
+            reference = ReferenceMap.from_array(reference, reference_transform, reference_crs)
+        self.map = reference
+        self.registrar = Registrar(reference, options.register)
+        self.model, self.cache = _model(captioner, options.gate_threshold, options.reference_cache,
+                                        options.cache_tiles)
+        self.ref_transform, self.ref_crs = reference.transform, reference.crs
+        self.telemetry = None
+        if options.telemetry:
+            from .telemetry import Telemetry
+
+            self.telemetry = Telemetry.open(options.telemetry)
+            if reference.transform is None or reference.crs is None:
+                log.warning("%s: the reference is not georeferenced: the telemetry %s cannot be used",
+                            reference.name, options.telemetry)
+                self.telemetry = None
         self.stats = WatchStats()
         self._regions: list[_Region] = []
+        self._ref_tiles: dict = {}
+        self._last_shape: tuple | None = None
+        self._grid: int | None = None  # map px per side of the model's map tiles
+        self._next_report = time.monotonic() + options.report_every_s if options.report_every_s > 0 else math.inf
+        if self.registrar.reference_texture < options.register.min_texture:
+            log.warning("%s: the reference has almost no texture (%.2f grey levels/px: water, cloud?); frames will "
+                        "hardly register to it", reference.name, self.registrar.reference_texture)
 
     # ------------------------------------------------------------------------------------------------ reader
     def _reader(self, source: FrameSource, slot: _LatestSlot, stop: threading.Event) -> None:
@@ -202,7 +259,7 @@ class Monitor:
             while not stop.is_set():
                 if o.max_frames is not None and c["frames_read"] + c["read_errors"] >= o.max_frames:
                     break
-                t = time.perf_counter()
+                t = time.monotonic()
                 try:
                     frame = source.read()
                 except FrameError as e:
@@ -211,7 +268,7 @@ class Monitor:
                     continue
                 if frame is None:
                     break
-                self.stats.latency["read"].add((time.perf_counter() - t) * 1e3)
+                self.stats.latency["read"].add((time.monotonic() - t) * 1e3)
                 c["frames_read"] += 1
                 if frame.index % o.every:
                     c["skipped_every"] += 1
@@ -228,40 +285,73 @@ class Monitor:
             c["reopens"] = getattr(source, "reopens", 0)
             slot.close()
 
-    # ------------------------------------------------------------------------------------------------ model
-    def _caption(self, pre: np.ndarray, post: np.ndarray):
-        cap, thr = self.captioner, self.options.gate_threshold
-        if thr is None:
-            return cap.caption_batch(pre[None], post[None])[0]
-        from ..decoding import decode
-
-        dec = replace(cap.options, max_len=min(cap.options.max_len, cap.bundle.manifest["decoder"]["max_len"]))
-        return decode(cap.engine, cap.vocab, pre[None], post[None], dec, thr)[0]
-
     # ------------------------------------------------------------------------------------------------ one frame
+    def _register(self, frame: Frame):
+        c = self.stats.counters
+        img = frame.image
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or min(img.shape[:2]) < 16:
+            c["frame_unusable"] += 1
+            return None
+        if self._last_shape is not None and img.shape != self._last_shape:
+            c["frame_size_changed"] += 1
+            log.warning("frame %d: size %dx%d differs from the previous frames' %dx%d", frame.index, img.shape[1],
+                        img.shape[0], self._last_shape[1], self._last_shape[0])
+        self._last_shape = img.shape
+        prior = heading = None
+        if self.telemetry is not None:
+            prior = self.telemetry.prior(frame.index, self.map, img.shape[:2], self.options.camera_fov_deg)
+            rec = self.telemetry.get(frame.index)
+            heading = rec.heading if rec is not None else None
+            if rec is not None and prior is None:
+                c["telemetry_unusable"] += 1
+        reg = self.registrar.register(img, prior, heading)
+        if not reg.ok:
+            c[f"register_skip_{reg.reason}"] += 1
+            return None
+        c["registered"] += 1
+        c[f"register_{reg.coarse}"] += 1
+        if reg.reason == "prior_only":
+            c["registered_on_telemetry_only"] += 1
+        if reg.reason == "prior_disagrees":
+            c["telemetry_disagrees"] += 1
+            log.warning("frame %d: the telemetry puts it away from where the image registers; image pose kept",
+                        frame.index)
+        return reg
+
+    def _pair(self, frame: Frame, reg):
+        """-> (pre, post, box): the map tile the frame covers best (cached side), else the frame's own box."""
+        if self._grid is None:  # the grid is fixed by the first frame: the model input, or less for small views
+            short = min(reg.frame_shape) * float(np.sqrt(abs(np.linalg.det(reg.homography[:2, :2]))))
+            self._grid = self.tile if self.options.tile or short >= self.tile else max(64, int(short * 0.8) // 16 * 16)
+        box, cover = self.registrar.tile(reg, self._grid)
+        if cover < self.options.min_tile_cover:
+            self.stats.counters["uncached_pairs"] += 1
+            box = reg.bbox
+        pre, post = self.registrar.pair(frame.image, reg, self.size, box)
+        return pre, post, box
+
     def process(self, frame: Frame, source_name: str, writer: EventWriter | None) -> ChangeEvent | None:
         """Run one frame through the pipeline; returns the event written, or None."""
         c, o, lat = self.stats.counters, self.options, self.stats.latency
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         if o.deadline_ms is not None and (t0 - frame.t_arrival) * 1e3 > o.deadline_ms:
             c["stale"] += 1
             return None
         c["frames_processed"] += 1
-        reg = self.registrar.register(frame.image)
-        t1 = time.perf_counter()
+        reg = self._register(frame)
+        t1 = time.monotonic()
         lat["register"].add((t1 - t0) * 1e3)
-        if not reg.ok:
-            c[f"register_skip_{reg.reason}"] += 1
+        if reg is None:
             return None
-        pre, post = self.registrar.pair(frame.image, reg, self.size)  # uint8 [S,S,3] x2 on the reference grid
+        pre, post, box = self._pair(frame, reg)  # uint8 [S,S,3] x2 on the map grid
         score = pregate_score(pre, post)
-        t2 = time.perf_counter()
+        t2 = time.monotonic()
         lat["pregate"].add((t2 - t1) * 1e3)
         if score < o.pregate_threshold:
             c["pregate_skip"] += 1
             return None
-        cap = self._caption(pre, post)
-        t3 = time.perf_counter()
+        cap = self.model.caption_batch(pre[None], post[None])[0]
+        t3 = time.monotonic()
         enc_ms = cap.timings_ms.get("encode", (t3 - t2) * 1e3)
         dec_ms = cap.timings_ms.get("decode", 0.0)
         lat["encode"].add(enc_ms)
@@ -270,7 +360,7 @@ class Monitor:
             c["gate_negative"] += 1
             return None
         lat["decode"].add(dec_ms)
-        bbox = mask_bbox(cap.mask, reg.bbox, o.mask_threshold) if cap.mask is not None else reg.bbox
+        bbox = mask_bbox(cap.mask, box, o.mask_threshold) if cap.mask is not None else box
         # debounce: the same region seen recently is not a new event; seeing it again keeps it alive
         self._regions = [r for r in self._regions if frame.index - r.last_frame <= o.debounce_frames]
         for r in self._regions:
@@ -280,16 +370,20 @@ class Monitor:
                 return None
         self._regions.append(_Region(bbox, frame.index))
         polygon, crs = self._polygon(bbox, reg.homography, frame)
+        wgs84 = None
+        if polygon is not None and crs is not None:
+            ll = to_wgs84(np.array(polygon, np.float64), crs)
+            wgs84 = None if ll is None else np.round(ll, 7).tolist()
         ev = ChangeEvent(
             time=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), frame=frame.index,
             source=source_name, frame_name=frame.name, caption=cap.text, change_score=round(cap.change_score, 4),
-            bbox=bbox, polygon=polygon, crs=crs,
+            bbox=bbox, polygon=polygon, crs=crs, polygon_wgs84=wgs84,
             latency_ms={"queue": round((t0 - frame.t_arrival) * 1e3, 2), "register": round((t1 - t0) * 1e3, 2),
                         "pregate": round((t2 - t1) * 1e3, 2), "encode": round(enc_ms, 2), "decode": round(dec_ms, 2)})
         if writer is not None:
-            total = (time.perf_counter() - frame.t_arrival) * 1e3
+            total = (time.monotonic() - frame.t_arrival) * 1e3
             ev = writer.write(replace(ev, latency_ms={**ev.latency_ms, "total": round(total, 2)}), pre, post)
-        t4 = time.perf_counter()
+        t4 = time.monotonic()
         lat["event"].add((t4 - t3) * 1e3)
         total = (t4 - frame.t_arrival) * 1e3
         lat["total"].add(total)
@@ -307,9 +401,31 @@ class Monitor:
             x0, y0, x1, y1 = bbox
             ring = np.float32([[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]])
             px = cv2.perspectiveTransform(ring, np.linalg.inv(homography))[0]
-            a, b, c, d, e, f = frame.transform
-            return [[float(a * x + b * y + c), float(d * x + e * y + f)] for x, y in px], frame.crs
+            return [list(to_map(frame.transform, x, y)) for x, y in px], frame.crs
         return None, None
+
+    # ------------------------------------------------------------------------------------------------ never silent
+    def summary_line(self) -> str | None:
+        """One line with the counts by reason when frames were read but none registered or no event was written;
+        None when there is nothing to say (events were written, or no frame was read yet)."""
+        c = self.stats.counters
+        if c["events"] or not (c["frames_read"] or c["read_errors"]):
+            return None
+        skips = {k: v for k, v in c.items() if v and (k.startswith("register_skip_") or k in (
+            "read_errors", "stale", "dropped", "pregate_skip", "gate_negative", "debounced", "process_errors",
+            "frame_unusable", "frame_size_changed", "telemetry_disagrees", "telemetry_unusable"))}
+        ranked = sorted(skips.items(), key=lambda kv: -kv[1])
+        why = ", ".join(f"{k.removeprefix('register_skip_')} {v}" for k, v in ranked)
+        what = "none registered" if not c["registered"] else f"{c['registered']} registered, no event"
+        return f"watch: {c['frames_read']} frames read, {what} ({why or 'no reason counted'})"
+
+    def _report(self) -> None:
+        if time.monotonic() < self._next_report:
+            return
+        self._next_report = time.monotonic() + self.options.report_every_s
+        line = self.summary_line()
+        if line:
+            log.warning("%s so far", line)
 
     # ------------------------------------------------------------------------------------------------ the loop
     def run(self, source: FrameSource, writer: EventWriter | None, stop: threading.Event | None = None
@@ -317,12 +433,13 @@ class Monitor:
         """Process `source` until it ends, `max_frames`, or `stop` is set; returns the stats."""
         stop = stop or threading.Event()
         slot = _LatestSlot()
-        t_start = time.perf_counter()
+        t_start = time.monotonic()
         reader = threading.Thread(target=self._reader, args=(source, slot, stop), name="edgecc-watch-reader",
                                   daemon=True)
         reader.start()
         try:
             while not stop.is_set():
+                self._report()
                 frame = slot.get(timeout=0.1)
                 if frame is None:
                     if slot.closed:
@@ -336,38 +453,48 @@ class Monitor:
         finally:
             stop.set()
             reader.join(timeout=2.0)
-            self.stats.wall_s = time.perf_counter() - t_start
+            self.stats.wall_s = time.monotonic() - t_start
+            if self.cache is not None:
+                self.stats.counters["reference_cache_hits"] = self.cache.cache.hits
+                self.stats.counters["reference_cache_misses"] = self.cache.cache.misses
+            line = self.summary_line()
+            if line:
+                log.warning("%s", line)
         return self.stats
 
 
-def watch(captioner, source: str | FrameSource, reference: str | Path | np.ndarray, events: str | Path | None,
-          options: WatchOptions = WatchOptions(), snapshots: str | Path | None = None,
+def watch(captioner, source: str | FrameSource, reference: str | Path | np.ndarray | ReferenceMap,
+          events: str | Path | None, options: WatchOptions = WatchOptions(), snapshots: str | Path | None = None,
           stop: threading.Event | None = None, handle_signals: bool = True) -> WatchStats:
     """Watch `source` for changes against `reference`, appending events to the JSONL file `events`.
 
     Args:
         captioner: an `edgecc.Captioner` (anything with input_size and caption_batch).
         source: URI for `open_source`, or an open FrameSource.
-        reference: image path (GeoTIFF keeps its geotransform: events get map polygons) or uint8 [H,W,3] RGB.
-        handle_signals: in the main thread, SIGINT/SIGTERM stop the watch cleanly (handlers restored after).
+        reference: a map of any size: path (a GeoTIFF keeps its geotransform: events get map and WGS84 polygons),
+            a ReferenceMap, or uint8 [H,W,3] RGB.
+        handle_signals: in the main thread, SIGINT/SIGTERM stop the watch cleanly (handlers restored after): the
+            frame in progress finishes, its event line is complete, the stats are returned.
     """
     stop = stop or threading.Event()
-    if isinstance(reference, np.ndarray):
-        ref, transform, crs = reference, None, None
-    else:
-        ref, transform, crs = load_reference(reference)
-    monitor = Monitor(captioner, ref, options, transform, crs)
-    src = source if isinstance(source, FrameSource) else open_source(source, follow=options.follow, stop=stop)
-    previous = {}
-    if handle_signals and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    writer = EventWriter(events, snapshots) if events is not None else None
+    ref = reference if isinstance(reference, ReferenceMap | np.ndarray) else load_reference(
+        reference, options.cache_tiles)
     try:
-        return monitor.run(src, writer, stop)
+        monitor = Monitor(captioner, ref, options)
+        src = source if isinstance(source, FrameSource) else open_source(source, follow=options.follow, stop=stop)
+        previous = {}
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        writer = EventWriter(events, snapshots) if events is not None else None
+        try:
+            return monitor.run(src, writer, stop)
+        finally:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+            if writer is not None:
+                writer.close()
+            src.close()
     finally:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
-        if writer is not None:
-            writer.close()
-        src.close()
+        if isinstance(ref, ReferenceMap) and ref is not reference:
+            ref.close()

@@ -45,7 +45,7 @@ class Frame:
     Attributes:
         index: position in the source (0-based, counts frames that failed to read too).
         image: uint8 [H,W,3] RGB.
-        t_arrival: time.perf_counter() when the frame was read.
+        t_arrival: time.monotonic() when the frame was read.
         name: file name or URI + index, for the event log.
         transform / crs: GDAL-order geotransform and CRS when the frame is georeferenced, else None.
     """
@@ -137,7 +137,7 @@ class CaptureSource(FrameSource):
             ok, img = self._cap.read()
             if ok and img is not None:
                 i, self._index = self._index, self._index + 1
-                return Frame(i, _bgr_to_rgb(img), time.perf_counter(), f"{self.uri}#{i}")
+                return Frame(i, _bgr_to_rgb(img), time.monotonic(), f"{self.uri}#{i}")
             if not self.live:
                 return None
             self._reopen()  # live source dropped: wait, reopen, read again
@@ -211,7 +211,7 @@ class FileSequenceSource(FrameSource):
             img, transform, crs = _read_file(p)
         except Exception as e:  # noqa: BLE001 - any decode failure is one bad frame, not a dead source
             raise FrameError(f"{p}: frame {i} unreadable ({e})") from None
-        return Frame(i, img, time.perf_counter(), p.name, transform, crs)
+        return Frame(i, img, time.monotonic(), p.name, transform, crs)
 
 
 def _read_file(p: Path) -> tuple[np.ndarray, tuple | None, str | None]:
@@ -223,8 +223,9 @@ def _read_file(p: Path) -> tuple[np.ndarray, tuple | None, str | None]:
         return read_image(p), (raster.transform if raster.georeferenced else None), raster.crs
     import cv2
 
-    from ..imagery import check_png
+    from ..imagery import check_decodable, check_png
 
+    check_decodable(p)  # the header may claim gigabytes (a 400-byte PNG can): refused before decoding
     data = np.fromfile(p, np.uint8)
     check_png(p, data)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
