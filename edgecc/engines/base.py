@@ -163,6 +163,10 @@ def _torch(device: str) -> Callable[[], str | None]:
         if importlib.util.find_spec("torch") is None:
             return "torch is not installed (pip install 'edgecc[train]')"
         if device == "cuda":
+            import os
+
+            if not any(os.path.exists(d) for d in ("/dev/nvidiactl", "/dev/nvhost-ctrl", "/dev/dxg")):
+                return "no CUDA GPU (no NVIDIA device node)"  # known without importing torch (seconds)
             import torch
 
             if not torch.cuda.is_available():
