@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path, make_dir
+from .._atomic import make_dir, write_bytes
 from ..geo import pixel_ring
 
 
@@ -80,8 +80,7 @@ def write_png_atomic(path: str | Path, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.tobytes())
+    write_bytes(path, buf.tobytes())
 
 
 class EventWriter:
