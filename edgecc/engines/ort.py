@@ -38,8 +38,9 @@ def trt_cache_dir(bundle, onnx_name: str, precision: str) -> Path:
     except ImportError:
         trt_version = "ort-bundled"
     sha = bundle.manifest["files"][onnx_name]["sha256"][:16]
-    base = Path(os.environ.get("EDGECC_CACHE", Path.home() / ".cache" / "edgecc"))
-    return base / "trt" / f"{sha}-trt{trt_version}-{precision}"
+    from ..tune import cache_dir
+
+    return cache_dir() / "trt" / f"{sha}-trt{trt_version}-{precision}"
 
 
 def _tokens(x: np.ndarray) -> np.ndarray:
