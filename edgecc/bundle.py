@@ -148,6 +148,8 @@ class Bundle:
         """The path of a file in the bundle; BundleError for a name that would leave it (absolute, '..')."""
         if not _safe_name(name):
             raise BundleError(f"{self.root}: unsafe file name {str(name)[:80]!r} (absolute, '..', or odd characters)")
+        if name.endswith(".onnx") and name not in self.manifest["files"]:  # only checksummed graphs reach ORT
+            raise BundleError(f"{self.root}: {name[:80]!r} is not a graph listed (and checksummed) in the manifest")
         if self.on_use and name in self.manifest["files"] and name not in self._checked:
             self._check_file(name)
         return self.root / name
@@ -251,6 +253,11 @@ def _check_structure(root: Path, mpath: Path, m: dict) -> None:
             if isinstance(name, str) and name.endswith(".onnx") and name not in files:
                 why = "unsafe file name" if not _safe_name(name) else "a file not listed in 'files'"
                 raise BundleError(f"{mpath}: variant {prec} {role} is {why} ({name[:80]!r})")
+    loops = (m.get("decode_loop") or {}).get("graphs") or {}
+    for prec, g in (loops.items() if isinstance(loops, dict) else [("?", None)]):
+        if not isinstance(g, dict) or g.get("file") not in files:
+            shown = str(g.get("file") if isinstance(g, dict) else g)[:80]
+            raise BundleError(f"{mpath}: decode_loop {prec} names a file not listed in 'files' ({shown!r})")
 
 
 def write_manifest(root: str | Path, manifest: dict) -> dict:

@@ -259,3 +259,13 @@ def test_variants_must_name_listed_files(tmp_path):
     root = _synthetic_bundle(tmp_path / "b")
     _edit_manifest(root, lambda m: m.update(variants={"fp32": "encoder.onnx"}))
     _refused(root, "'variants' must map precisions")
+
+
+def test_decode_loop_and_graph_names_must_be_listed(tmp_path):
+    """A graph reaches ONNX Runtime only when listed and checksummed: the decode loop's file included."""
+    root = _synthetic_bundle(tmp_path / "b")
+    _edit_manifest(root, lambda m: m.update(decode_loop={"graphs": {"int8": {"file": "int8/evil.onnx"}}}))
+    _refused(root, r"decode_loop int8 names a file not listed in 'files' \('int8/evil.onnx'\)")
+    good = _synthetic_bundle(tmp_path / "c")
+    with pytest.raises(BundleError, match="'evil.onnx' is not a graph listed"):
+        Bundle.open(good).path("evil.onnx")

@@ -334,7 +334,9 @@ class Registrar:
             candidates.append(("last", self._last[3]))
         best: tuple | None = None
         found: list = []  # converged global candidates (correlation, H)
-        for source, h0 in self._candidates(candidates, grey, heading_deg):
+        # a frame accepted on its track link alone does not pay for a global search it would discard
+        accepted = lambda: best is not None  # noqa: E731, B023 - read late: after the local candidates ran
+        for source, h0 in self._candidates(candidates, grey, heading_deg, accepted):
             if o.method == "ecc":
                 levels = (0.5, 1.0) if source == "track" else (0.25, 0.5, 1.0)
                 h, cc = self._ecc(grey, h0, levels)
@@ -385,12 +387,14 @@ class Registrar:
             r = replace(r, reason=reason_prior)
         return r
 
-    def _candidates(self, candidates: list, grey: np.ndarray, heading_deg: float | None):
+    def _candidates(self, candidates: list, grey: np.ndarray, heading_deg: float | None, accepted=lambda: False):
         """The coarse poses to try in order; a global search last, only when the others fail (it is slower)."""
         self._tried = False
         for c in candidates:
             self._tried = True
             yield c
+        if accepted():
+            return
         for g in self._global(grey, heading_deg):
             self._tried = True
             yield "global", g
