@@ -193,7 +193,10 @@ def run_batch(manifest: str | os.PathLike, out: str | os.PathLike, options: Batc
                 res.failures.append({"id": it.id, "row": it.row, "error": rec.get("error")})
         from ._batch_outputs import write_changes
 
-        res.gpkg = str(write_changes(out / "changes.gpkg", [r for r in records if r and r["status"] == "ok"]))
+        ids = {it.id for it in items}  # a --limit rerun keeps the other finished items in the merged file
+        kept = [r for r in load_results(out) if r.get("id") not in ids]
+        res.gpkg = str(write_changes(out / "changes.gpkg",
+                                     [r for r in records if r and r["status"] == "ok"] + kept))
         res.elapsed_s = round(time.perf_counter() - t0, 3)
         summary = {**res.as_dict(), "manifest": str(Path(manifest).resolve()), "run_s": round(run_s, 3),
                    "pairs_per_s_run": round(res.pairs / run_s, 3) if run_s > 0 else 0.0, **_steady(arrivals),
@@ -227,7 +230,8 @@ def _settings(o: BatchOptions) -> tuple[dict, dict]:
     settings = {
         "format": ITEM_FORMAT, "bundle_sha256": b.files_sha256, "model": b.name, "precision": cap.precision,
         "decoding": asdict(getattr(cap, "decoding", cap.options)), "threshold": cap.gate_threshold,
-        "overlap": o.overlap, "gsd": o.gsd, "geojson": o.geojson, "geojson_crs": o.geojson_crs,
+        "overlap": o.overlap, "tile_batch": o.tile_batch, "gsd": o.gsd, "geojson": o.geojson,
+        "geojson_crs": o.geojson_crs,
         "heatmap": o.heatmap, "encoder_threads": b.manifest.get("runtime", {}).get("encoder_threads"),
     }
     return settings, cfg

@@ -143,9 +143,10 @@ def fold_file(src: Path, dst: Path, size: int = 256, seed: int = 0, atol: float 
     worst = max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
     if worst > atol:
         raise ValueError(f"{src}: folding {n} Pad(s) changes the outputs (max |diff| {worst:g} > {atol:g})")
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(dst)
+    from edgecc._atomic import atomic_path
+
+    with atomic_path(dst) as tmp:
+        onnx.save(model, str(tmp))
     return n
 
 

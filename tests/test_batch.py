@@ -220,6 +220,9 @@ def test_geopackage_and_outputs(tmp_path, fixtures_dir):
     assert set(df.columns) >= {"id", "pre_date", "post_date", "caption", "score", "geometry"}
     gx = df[df["id"] == "g"]
     assert (gx["pre_date"] == "2020-01-01").all() and gx.total_bounds[0] >= 500000  # on the fixture's UTM grid
+    again = run_batch(m, out, BatchOptions(workers=1, geojson=True, heatmap=True, threshold=0.05, limit=1,
+                                           progress=False))  # a --limit rerun keeps the other item's tiles
+    assert again.skipped == 1 and len(gpd.read_file(out / "changes.gpkg", layer="changes")) == changed
 
 
 def test_real_series_timeline(shared_data, tmp_path):

@@ -47,3 +47,16 @@ def test_unknown_architecture_names_the_known_ones(tmp_path):
     torch.save({"arch": "resnet50", "state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"other.pt: checkpoint architecture 'resnet50' is not one of"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_config_that_does_not_fit_is_a_checkpoint_error(tmp_path):
+    torch.manual_seed(0)
+    path = save_checkpoint(TINY[Student.ARCH]().eval(), VOCAB, tmp_path / "model.pt")
+    ck = torch.load(path, weights_only=True)
+    ck["config"]["no_such_option"] = 1
+    torch.save(ck, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match=r"odd.pt: does not fit edgecc-student-v1"):
+        load_checkpoint(tmp_path / "odd.pt")
+    torch.save({"arch": ["not", "a", "name"]}, tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="is not one of"):
+        load_checkpoint(tmp_path / "list.pt")

@@ -33,6 +33,6 @@ def test_checkpoint_with_wrong_weights(tiny_checkpoint, tmp_path):
     ck = torch.load(tiny_checkpoint, weights_only=True)
     ck["config"]["d_model"] = 48
     torch.save(ck, tmp_path / "bad.pt")
-    with pytest.raises(CheckpointError, match="weights do not fit"):
+    with pytest.raises(CheckpointError, match="bad.pt: does not fit edgecc-teacher-v1"):
         export_bundle(tmp_path / "bad.pt", tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing half-written

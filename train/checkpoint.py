@@ -14,6 +14,7 @@ from typing import ClassVar, Protocol
 
 import torch
 
+from edgecc._atomic import atomic_path
 from edgecc.vocab import END, START, Vocab
 
 from .model import ChangeCaptioner, ModelConfig
@@ -54,10 +55,9 @@ class CheckpointError(ValueError):
 def save_checkpoint(model: CaptionModel, vocab: Vocab, path: str | Path, train_meta: dict | None = None) -> Path:
     """Write a self-describing checkpoint (architecture id, config, vocabulary, weights) atomically."""
     path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"arch": model.ARCH, "config": model.cfg.to_dict(), "vocab": list(vocab.itos),
-                "state_dict": model.state_dict(), "train": train_meta or {}}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({"arch": model.ARCH, "config": model.cfg.to_dict(), "vocab": list(vocab.itos),
+                    "state_dict": model.state_dict(), "train": train_meta or {}}, tmp)
     return path
 
 
@@ -71,14 +71,14 @@ def load_checkpoint(path: str | Path) -> tuple[CaptionModel, Vocab, dict]:
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e.__class__.__name__})") from None
     arch = ck.get("arch") if isinstance(ck, dict) else type(ck).__name__
-    if arch not in ARCHS:
-        raise CheckpointError(f"{path}: checkpoint architecture {arch!r} is not one of {sorted(ARCHS)}")
+    if not isinstance(arch, str) or arch not in ARCHS:
+        raise CheckpointError(f"{path}: checkpoint architecture {str(arch)[:40]!r} is not one of {sorted(ARCHS)}")
     config_cls, model_cls = ARCHS[arch]
-    model = model_cls(config_cls(**ck["config"]))
     try:
+        model = model_cls(config_cls(**ck["config"]))
         model.load_state_dict(ck["state_dict"], strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit {arch}: {str(e).splitlines()[0]}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # missing entries, unknown config keys, shapes
+        raise CheckpointError(f"{path}: does not fit {arch}: {str(e).splitlines()[0] if str(e) else e!r}") from None
     specials = 4  # <pad> <start> <end> <unk> lead every stored vocabulary
     return model.eval(), Vocab(tuple(ck["vocab"][specials:])), ck
 
