@@ -149,14 +149,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     n = 40 if a.quick else a.pairs
-    from edgecc._batch_engines import cores
+    from edgecc.cpu import cpu
 
-    workers = a.workers or cores()
+    workers = a.workers or cpu().cores
     work = a.workdir or Path(tempfile.mkdtemp(prefix="edgecc-bench-batch-"))
     manifest, composition = make_archive(work / "archive", n)
     ids = [line.split(",")[0] for line in manifest.read_text().splitlines()[1:]]
     report = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-              "cores": cores(), "load_avg_start": os.getloadavg(), "pairs": n, "archive": composition,
+              "cores": cpu().cores, "load_avg_start": os.getloadavg(), "pairs": n, "archive": composition,
               "engines": {}}
 
     def step(name, opts):
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
     report["note"] = ("timings depend on the machine's load; load_avg_start/end show the contention during the "
                       "run")
     out = a.out or ROOT / "benchmarks" / "results" / (
-        f"batch{'-quick' if a.quick else ''}-{cores()}core-{report['date']}.json")
+        f"batch{'-quick' if a.quick else ''}-{cpu().cores}core-{report['date']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("scaling_efficiency", "identity", "resume", "paper_1000km2_0.5m")},

@@ -17,18 +17,11 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-__all__ = ["ENGINES", "cores"]
+__all__ = ["ENGINES"]
 
 _IN_FLIGHT_PER_WORKER = 2  # one running, one queued: the worker never waits for the next item
 _DIED = "a worker process died (crash or out of memory) while this item was in flight"
 _worker: dict = {}  # process-local: the worker's captioner and run settings (set by _init_worker in each worker)
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def load_captioner(cfg: dict, threads: int):

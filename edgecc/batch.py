@@ -136,7 +136,8 @@ def run_batch(manifest: str | os.PathLike, out: str | os.PathLike, options: Batc
     Raises:
         ManifestError: the manifest cannot be run (every bad row in `.problems`); nothing was written.
     """
-    from ._batch_engines import ENGINES, cores
+    from ._batch_engines import ENGINES
+    from .cpu import cpu
 
     t0 = time.perf_counter()
     items = read_manifest(manifest)
@@ -149,7 +150,7 @@ def run_batch(manifest: str | os.PathLike, out: str | os.PathLike, options: Batc
         keys = {it.id: _item_key(it, hashes, settings) for it in items}
         todo = [it for it in items if not _finished(out, it, keys[it.id])]
         engine = "ray" if options.engine == "ray" else "local"
-        n_cores = cores()
+        n_cores = cpu().cores
         if engine == "ray":
             workers, threads = options.workers or 0, options.threads or 1
         else:

@@ -97,7 +97,7 @@ def enabled() -> bool:
 def default_choice(bundle) -> Choice:
     """The safe choice without measurement: the manifest's runtime threads and CPU precision, dates batched."""
     rt = bundle.manifest.get("runtime", {})
-    enc = int(rt.get("encoder_threads") or os.cpu_count() or 1)
+    enc = int(rt.get("encoder_threads") or cpu().cores)
     dec = int(rt.get("decoder_threads") or 1)
     return Choice(bundle.cpu_precision, enc, dec, True, True, "default",
                   f"no tuning cache for this bundle, onnxruntime and CPU: the bundle's defaults "

@@ -15,11 +15,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..cpu import cpu
 from .base import Encoded, StageTimer
 
 _PROVIDERS = {
@@ -85,7 +85,7 @@ class OrtEngine:
         if self.fusion == "split" and not split_ok:
             raise ValueError(f"{bundle.root}: this bundle has no split encoder (trunk + fusion graphs)")
         runtime = bundle.manifest.get("runtime", {})
-        enc_threads = encoder_threads or runtime.get("encoder_threads") or os.cpu_count() or 1
+        enc_threads = encoder_threads or runtime.get("encoder_threads") or cpu().cores  # usable, not installed
         dec_threads = decoder_threads or runtime.get("decoder_threads") or 1
         self.threads = {"encoder": int(enc_threads), "decoder": int(dec_threads)}
         self.spin = spin
