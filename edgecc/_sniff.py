@@ -90,6 +90,11 @@ def _jpeg_size(p: Path) -> tuple[int, int, int]:
             marker = f.read(2)
             if len(marker) < 2 or marker[0] != 0xFF:
                 break
+            while marker[1] == 0xFF:  # fill bytes before a marker code are allowed (ITU T.81 B.1.1.2)
+                nxt = f.read(1)
+                if not nxt:
+                    raise ImageryError(f"{p}: corrupt JPEG (no frame header found)")
+                marker = marker[:1] + nxt
             if marker[1] in (0xD8, 0x01) or 0xD0 <= marker[1] <= 0xD7:
                 continue
             seg = f.read(2)

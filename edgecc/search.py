@@ -52,6 +52,8 @@ def tokens(text: str) -> list[str]:
     """Normalised words, the same for queries and captions: 'New buildings' -> ['built', 'house']."""
     out = []
     for w in re.findall(r"[a-z0-9]+", text.lower()):
+        if w in _STOP:  # before the plural rule: "this" is not the plural of "thi"
+            continue
         if len(w) > 3 and w.endswith("ies"):
             w = w[:-3] + "y"
         elif len(w) > 3 and w.endswith("s") and not w.endswith("ss"):

@@ -234,3 +234,18 @@ def test_watch_frame_claiming_gigabytes_is_one_bad_frame(tmp_path):
     with pytest.raises(FrameError, match=r"f000\.png: frame 0 unreadable .*more than the 512 MB limit"):
         src.read()
     assert src.read().image.shape == (8, 8, 3)
+
+
+def test_jpeg_fill_bytes_before_a_marker_are_valid(tmp_path):
+    """T.81 B.1.1.2 allows 0xFF fill bytes before any marker: the header walk reads through them."""
+    import cv2
+
+    from edgecc.imagery import open_raster, read_image
+
+    rgb = np.random.default_rng(0).integers(0, 255, (24, 40, 3), dtype=np.uint8)
+    data = cv2.imencode(".jpg", rgb)[1].tobytes()
+    seg = 2 + int.from_bytes(data[4:6], "big")  # after SOI, the APP0 segment: then pad its successor's marker
+    p = tmp_path / "fill.jpg"
+    p.write_bytes(data[: 2 + seg] + b"\xff\xff\xff" + data[2 + seg:])
+    r = open_raster(p)
+    assert (r.width, r.height) == (40, 24) and read_image(p).shape == (24, 40, 3)

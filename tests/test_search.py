@@ -101,3 +101,9 @@ def test_cli_search_prints_and_exports(tmp_path):
     assert json.loads(r.stdout)["id"] == "b"
     r = runner.invoke(app, ["search", str(tmp_path), "road"])
     assert r.exit_code == 2 and "not an edgecc batch result folder" in r.stderr
+
+
+def test_stop_words_are_dropped_before_the_plural_rule():
+    from edgecc.search import tokens
+
+    assert tokens("this is") == [] and tokens("Houses were built") == tokens("house built")
