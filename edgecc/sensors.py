@@ -40,7 +40,7 @@ def _samples(pair, side: int = 512):
         yield pair.read_window(int(fx * w - s / 2), int(fy * h - s / 2), s, s)
 
 
-def _pixel_size(transform) -> float:
+def pixel_size(transform) -> float:
     """Mean side of a pixel in the CRS's units, from a GDAL-order affine (rotation included)."""
     a, b, _, d, e, _ = transform
     return float((np.hypot(a, d) + np.hypot(b, e)) / 2)
@@ -60,7 +60,7 @@ def pair_warnings(pair) -> list[str]:
         if min(a, b) < GREY and max(a, b) > COLOUR:
             out.append(f"{grey}: single-channel in effect (SAR, panchromatic or greyscale) while {colour} is colour: "
                        "the two dates look like different sensors, so the change score and caption are not reliable")
-    ga, gb = (_pixel_size(r.transform) if r.georeferenced else None for r in (pair.pre, pair.post))
+    ga, gb = (pixel_size(r.transform) if r.georeferenced else None for r in (pair.pre, pair.post))
     if ga and gb and (pair.pre.crs == pair.post.crs) and max(ga, gb) / min(ga, gb) > GSD_RATIO:
         out.append(f"{pair.post.path}: ground resolution {gb:.3g} vs {ga:.3g} for {pair.pre.path} (same CRS units): "
                    f"more than {GSD_RATIO:g}x apart, so detail in one date is missing from the other")
@@ -84,7 +84,7 @@ def ground_resolution(pair) -> float | None:
             return None
     except Exception:  # noqa: BLE001 - no rasterio or an odd CRS: resolution unknown
         return None
-    return _pixel_size(pair.transform)
+    return pixel_size(pair.transform)
 
 
 def tile_for_gsd(size: int, gsd: float | None, model_gsd: float = MODEL_GSD_M) -> int:

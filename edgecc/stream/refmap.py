@@ -25,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .. import geo
+
 BLOCK = 512  # map pixels per side of one cached block
 GDAL_CACHE_MB = 32
 
@@ -182,14 +184,10 @@ class ReferenceMap:
 
     def pixel_to_map(self, pts: np.ndarray) -> np.ndarray:
         """float [N,2] pixel (x, y) -> [N,2] map coordinates through the geotransform."""
-        a, b, c, d, e, f = self.transform
-        x, y = pts[:, 0], pts[:, 1]
-        return np.stack([a * x + b * y + c, d * x + e * y + f], 1)
+        return geo.to_map_points(self.transform, pts)
 
     def map_to_pixel(self, pts: np.ndarray) -> np.ndarray:
-        a, b, c, d, e, f = self.transform
-        inv = np.linalg.inv(np.array([[a, b], [d, e]], np.float64))
-        return (np.asarray(pts, np.float64) - [c, f]) @ inv.T
+        return geo.to_pixel_points(self.transform, pts)
 
 
 def _to_memmap(rgb: np.ndarray, min_bytes: int = 64 * 2**20) -> np.ndarray:

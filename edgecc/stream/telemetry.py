@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgeccError
+from ..sensors import pixel_size
 
 _ALIASES = {"frame": ("frame", "index", "frame_index"), "lat": ("lat", "latitude"), "lon": ("lon", "lng", "longitude"),
             "heading": ("heading", "yaw", "gimbal_yaw"), "altitude": ("altitude", "alt", "rel_alt", "height")}
@@ -121,8 +122,7 @@ class Telemetry:
             return None
         cx, cy = ref_map.map_to_pixel(np.array([xy]))[0]
         fh, fw = frame_shape
-        a, b, _, d, e, _ = ref_map.transform
-        map_gsd = math.sqrt(abs(a * e - b * d))
+        map_gsd = pixel_size(ref_map.transform)
         scale = 1.0  # frame px -> map px
         if fov_deg and rec.altitude and map_gsd > 0 and _metric(ref_map.crs):
             scale = 2 * rec.altitude * math.tan(math.radians(fov_deg) / 2) / fw / map_gsd
