@@ -2,7 +2,6 @@
 decodes a whole caption instead of one call per token.
 
     python -m edgecc.export.decode_loop --bundle edgecc/models/default     # the CPU variant; manifest rewritten
-    python -m edgecc.export.decode_loop --decoder int8/decoder.onnx --out /tmp/greedy.onnx --end 2
 
 `add_to_bundle` ships the beam-search loop of export/beam_loop.py (one pair, its K beams as one batch; K = 1 is
 greedy) for the variant CPUs run, checked token for token against `edgecc.decoding` on seeded pairs. The manifest
@@ -10,10 +9,8 @@ lists it under "decode_loop" {"end", "graphs": {precision: {"file", "decoder_sha
 while the variant's decoder still has that sha256 (not as a variant role: calibration quantizes the decoder, and
 a loop is rebuilt from the quantized one), and only for one pair at a time.
 
-`build` is greedy decoding for a batch (not shipped): its body is the decoder step, ArgMax and a per-row `done`
-flag, stopping when every row has said <end> or after max_len steps. Finished rows keep running, so with more than
-one row its results can differ from the Python loop, which drops them: an int8 decoder quantizes its activations
-per call over the whole batch.
+A batch loop is not built: finished rows would keep running, and an int8 decoder quantizes its activations per
+call over the whole batch, so its tokens could differ from the Python search, which drops finished rows.
 """
 
 from __future__ import annotations
@@ -49,62 +46,6 @@ def step_nodes(decoder_path: str | Path, p: str):
                 m.input[k] = rename[x]
         nodes.append(m)
     return dec, inputs, state_in, outs, nodes
-
-
-def build(decoder_path: str | Path, end_token: int, opset: int | None = None):
-    """-> an onnx ModelProto running greedy decoding with the decoder graph at `decoder_path` as the loop body."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    p = "loop_"
-    dec, inputs, state_in, outs, body_nodes = step_nodes(decoder_path, p)
-    g = dec.graph
-    # body: (iter, cond, token, *state, done) -> (cond, next, *state', done', next as scan output)
-    end = helper.make_tensor(p + "end", TensorProto.INT64, [], [end_token])
-    body_nodes += [
-        helper.make_node("ArgMax", [outs[0]], [p + "next"], axis=-1, keepdims=0),
-        helper.make_node("Constant", [], [p + "end_c"], value=end),
-        helper.make_node("Equal", [p + "next", p + "end_c"], [p + "is_end"]),
-        helper.make_node("Or", [p + "done", p + "is_end"], [p + "done_out"]),
-        helper.make_node("Cast", [p + "done_out"], [p + "done_i"], to=TensorProto.INT64),
-        helper.make_node("ReduceMin", [p + "done_i"], [p + "all_done"], keepdims=0),
-        helper.make_node("Cast", [p + "all_done"], [p + "all_done_b"], to=TensorProto.BOOL),
-        helper.make_node("Not", [p + "all_done_b"], [p + "cond_out"]),
-        helper.make_node("Identity", [p + "next"], [p + "next_scan"]),
-    ]
-    by_name = {i.name: i for i in inputs}
-
-    def vi(name, like):
-        t = by_name[like].type.tensor_type
-        return helper.make_tensor_value_info(name, t.elem_type, [d.dim_param or d.dim_value for d in t.shape.dim])
-
-    body_in = [helper.make_tensor_value_info(p + "iter", TensorProto.INT64, []),
-               helper.make_tensor_value_info(p + "cond", TensorProto.BOOL, []),
-               vi(p + "token", "token"), *[vi(p + s, s) for s in state_in],
-               helper.make_tensor_value_info(p + "done", TensorProto.BOOL, ["B"])]
-    body_out = [helper.make_tensor_value_info(p + "cond_out", TensorProto.BOOL, []),
-                helper.make_tensor_value_info(p + "next", TensorProto.INT64, ["B"]),
-                *[vi(o, s) for o, s in zip(outs[1:], state_in)],
-                helper.make_tensor_value_info(p + "done_out", TensorProto.BOOL, ["B"]),
-                helper.make_tensor_value_info(p + "next_scan", TensorProto.INT64, ["B"])]
-    body = helper.make_graph(body_nodes, "greedy_step", body_in, body_out)
-
-    main_nodes = [
-        helper.make_node("Constant", [], ["neg1"], value=helper.make_tensor("neg1_t", TensorProto.INT64, [], [-1])),
-        helper.make_node("Equal", ["token", "neg1"], ["done0"]),  # all false, [B]
-        helper.make_node("Constant", [], ["cond0"], value=helper.make_tensor("cond0_t", TensorProto.BOOL, [], [1])),
-        helper.make_node("Loop", ["max_len", "cond0", "token", *state_in, "done0"],
-                         ["token_f", *[s + "_f" for s in state_in], "done_f", "tokens"], body=body),
-    ]
-    graph = helper.make_graph(
-        main_nodes, "greedy_loop",
-        [*inputs, helper.make_tensor_value_info("max_len", TensorProto.INT64, [])],
-        [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["T", "B"])],
-        list(g.initializer))
-    ops = [o for o in dec.opset_import]
-    model = helper.make_model(graph, opset_imports=ops, ir_version=dec.ir_version)
-    onnx.checker.check_model(model)
-    return model
 
 
 def add_to_bundle(root: str | Path, precisions: tuple[str, ...] | None = None) -> dict:
@@ -167,22 +108,11 @@ def _check_tokens(bundle, n: int = 6) -> None:
 def main(argv: list[str]) -> int:
     import argparse
 
-    import onnx
-
     ap = argparse.ArgumentParser(prog="python -m edgecc.export.decode_loop")
-    ap.add_argument("--bundle", help="add the loop to this bundle (manifest rewritten)")
+    ap.add_argument("--bundle", required=True, help="add the loop to this bundle (manifest rewritten)")
     ap.add_argument("--precisions", help="comma-separated variants (default: the bundle's CPU precision)")
-    ap.add_argument("--decoder")
-    ap.add_argument("--out")
-    ap.add_argument("--end", type=int, help="the <end> token id (edgecc.vocab.END)")
     a = ap.parse_args(argv)
-    if a.bundle:
-        print(add_to_bundle(a.bundle, tuple(a.precisions.split(",")) if a.precisions else None))
-        return 0
-    if not (a.decoder and a.out and a.end is not None):
-        ap.error("pass --bundle DIR, or --decoder, --out and --end")
-    onnx.save(build(a.decoder, a.end), a.out)
-    print(f"wrote {a.out}")
+    print(add_to_bundle(a.bundle, tuple(a.precisions.split(",")) if a.precisions else None))
     return 0
 
 

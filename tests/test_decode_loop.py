@@ -92,7 +92,7 @@ def test_decode_runs_the_loop_for_one_greedy_pair():
 
 @pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="building the loop needs onnx (factory)")
 def test_build_refuses_a_position_decoder(tiny_bundle):
-    from edgecc.export.decode_loop import build
+    from edgecc.export.beam_loop import build_beam
 
     from edgecc.vocab import END
 
@@ -102,7 +102,7 @@ def test_build_refuses_a_position_decoder(tiny_bundle):
     if "position" not in names:
         pytest.skip("the tiny bundle's decoder carries no position input")
     with pytest.raises(ValueError, match="position"):
-        build(dec, END)
+        build_beam(dec, END)
 
 
 def test_loop_tokens_stop_at_end(engine):
@@ -113,23 +113,3 @@ def test_loop_tokens_stop_at_end(engine):
     assert toks[-1] == END and END not in toks[:-1]
     short = engine.search_loop(_state(engine, pre, post), DecodingOptions(beam_size=1, max_len=2))[0]
     assert short == toks[:2] and len(np.asarray(short)) == 2
-
-
-@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="building the loop needs onnx (factory)")
-def test_greedy_batch_loop_builds(engine):
-    """The batch greedy loop (not shipped) gives the Python loop's tokens for one row."""
-    import onnxruntime as ort
-    from edgecc.export.decode_loop import build
-
-    from edgecc.vocab import END, START
-
-    b = Bundle.open()
-    sess = ort.InferenceSession(build(b.path(b.variant("int8")["decoder"]), END).SerializeToString(),
-                                providers=["CPUExecutionProvider"])
-    pre, post = make_inputs(256, 1, seed=5)
-    state = _state(engine, pre, post)
-    names = {i.name for i in sess.get_inputs()}
-    feeds = {n: v for n, v in state.items() if n in names}
-    feeds.update(token=np.full(1, START, np.int64), max_len=np.array(30, np.int64))
-    toks = sess.run(None, feeds)[0][:, 0].tolist()
-    assert toks[: toks.index(END) + 1] == greedy(engine, state, 1, 30)[0]
