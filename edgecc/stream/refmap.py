@@ -16,6 +16,7 @@ tiled GeoTIFF with overviews (`gdal_translate -co TILED=YES` + `gdaladdo`) to av
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections import OrderedDict
@@ -204,22 +205,30 @@ def _to_memmap(rgb: np.ndarray, min_bytes: int = 64 * 2**20) -> np.ndarray:
     return mm
 
 
-def to_wgs84(points: np.ndarray, crs: str) -> np.ndarray | None:
-    """[N,2] map coordinates in `crs` -> [N,2] (lon, lat); None when no transformer is installed (rasterio)."""
+@functools.lru_cache(maxsize=16)
+def _crs(crs: str):
+    """A parsed CRS, once per string (every frame and event converts): None without rasterio."""
     try:
         from rasterio.crs import CRS
-        from rasterio.warp import transform
     except ImportError:
         return None
-    xs, ys = transform(CRS.from_user_input(crs), CRS.from_epsg(4326), points[:, 0].tolist(), points[:, 1].tolist())
+    return CRS.from_user_input(crs)
+
+
+def to_wgs84(points: np.ndarray, crs: str) -> np.ndarray | None:
+    """[N,2] map coordinates in `crs` -> [N,2] (lon, lat); None when no transformer is installed (rasterio)."""
+    if _crs(crs) is None:
+        return None
+    from rasterio.warp import transform
+
+    xs, ys = transform(_crs(crs), _crs("EPSG:4326"), points[:, 0].tolist(), points[:, 1].tolist())
     return np.stack([xs, ys], 1)
 
 
 def from_wgs84(lon: float, lat: float, crs: str) -> tuple[float, float] | None:
-    try:
-        from rasterio.crs import CRS
-        from rasterio.warp import transform
-    except ImportError:
+    if _crs(crs) is None:
         return None
-    xs, ys = transform(CRS.from_epsg(4326), CRS.from_user_input(crs), [lon], [lat])
+    from rasterio.warp import transform
+
+    xs, ys = transform(_crs("EPSG:4326"), _crs(crs), [lon], [lat])
     return float(xs[0]), float(ys[0])

@@ -16,6 +16,7 @@ of view (`fov_deg`); without them the frame is assumed to have the map's ground 
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -134,6 +135,7 @@ class Telemetry:
         return h
 
 
+@functools.lru_cache(maxsize=16)
 def _metric(crs: str) -> bool:
     try:
         from rasterio.crs import CRS
