@@ -231,6 +231,8 @@ class Monitor:
         self.registrar = Registrar(reference, options.register)
         self.model, self.cache = _model(captioner, options.gate_threshold, options.reference_cache,
                                         options.cache_tiles)
+        # one-off crops (off the map grid) bypass the cache
+        self._uncached = self.model if self.cache is None else replace(self.model, engine=self.cache.engine)
         self.ref_transform, self.ref_crs = reference.transform, reference.crs
         self.telemetry = None
         if options.telemetry:
@@ -319,16 +321,18 @@ class Monitor:
         return reg
 
     def _pair(self, frame: Frame, reg):
-        """-> (pre, post, box): the map tile the frame covers best (cached side), else the frame's own box."""
+        """-> (pre, post, box, on_grid): the map tile the frame covers best (cached side), else the frame's own box
+        (a one-off crop: it bypasses the reference cache, where it would only evict grid tiles)."""
         if self._grid is None:  # the grid is fixed by the first frame: the model input, or less for small views
             short = min(reg.frame_shape) * float(np.sqrt(abs(np.linalg.det(reg.homography[:2, :2]))))
             self._grid = self.tile if self.options.tile or short >= self.tile else max(64, int(short * 0.8) // 16 * 16)
         box, cover = self.registrar.tile(reg, self._grid)
-        if cover < self.options.min_tile_cover:
+        on_grid = cover >= self.options.min_tile_cover
+        if not on_grid:
             self.stats.counters["uncached_pairs"] += 1
             box = reg.bbox
         pre, post = self.registrar.pair(frame.image, reg, self.size, box)
-        return pre, post, box
+        return pre, post, box, on_grid
 
     def process(self, frame: Frame, source_name: str, writer: EventWriter | None) -> ChangeEvent | None:
         """Run one frame through the pipeline; returns the event written, or None."""
@@ -343,14 +347,14 @@ class Monitor:
         lat["register"].add((t1 - t0) * 1e3)
         if reg is None:
             return None
-        pre, post, box = self._pair(frame, reg)  # uint8 [S,S,3] x2 on the map grid
+        pre, post, box, on_grid = self._pair(frame, reg)  # uint8 [S,S,3] x2 on the map grid
         score = pregate_score(pre, post)
         t2 = time.monotonic()
         lat["pregate"].add((t2 - t1) * 1e3)
         if score < o.pregate_threshold:
             c["pregate_skip"] += 1
             return None
-        cap = self.model.caption_batch(pre[None], post[None])[0]
+        cap = (self.model if on_grid else self._uncached).caption_batch(pre[None], post[None])[0]
         t3 = time.monotonic()
         enc_ms = cap.timings_ms.get("encode", (t3 - t2) * 1e3)
         dec_ms = cap.timings_ms.get("decode", 0.0)
