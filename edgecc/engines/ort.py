@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,7 @@ class OrtEngine:
         self._loop_name = loop.get("file") if device == "cpu" and fresh and loop.get("file") else None
         self._new_loop_session = lambda: session("decode_loop", dec_threads, self._loop_name)
         self._loop_mode = search_loop
+        self._loop_lock = threading.Lock()
         if not search_loop:
             self._loop_name = None
         self.decoder_inputs = {i.name for i in s["decoder"].get_inputs()}  # a Mamba decoder takes no position
@@ -251,10 +253,12 @@ class OrtEngine:
         from edgecc.vocab import START
 
         if "decode_loop" not in self._sessions:
-            if self._loop_mode == "auto":  # the first caption runs the Python search; the loop from the second
-                self._loop_mode = True
-                return None
-            self._sessions["decode_loop"] = self._new_loop_session()
+            with self._loop_lock:  # a Captioner may be shared by threads: one session, built once
+                if "decode_loop" not in self._sessions:
+                    if self._loop_mode == "auto":  # the first caption runs the Python search; the loop from the 2nd
+                        self._loop_mode = True
+                        return None
+                    self._sessions["decode_loop"] = self._new_loop_session()
         k = opts.beam_size
         if k > 1:
             state = self.select(state, np.zeros(k, np.int64))  # K identical beams, as beam_search starts
