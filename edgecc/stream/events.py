@@ -31,12 +31,13 @@ class ChangeEvent:
     frame_name: str
     caption: str
     change_score: float
-    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in reference pixels
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in reference pixels: the changed cells of the model's mask
     polygon: list | None = None  # [[x, y], ...] map coordinates (closed ring) when georeferenced
     crs: str | None = None
     polygon_wgs84: list | None = None  # the same ring as [[lon, lat], ...] (EPSG:4326) when the CRS is known
     latency_ms: dict = field(default_factory=dict)
     snapshot: str | None = None
+    tile: tuple[int, int, int, int] | None = None  # the reference box the caption describes (the model's input)
 
 
 def mask_bbox(mask: np.ndarray, crop: tuple[int, int, int, int], threshold: float = 0.5) -> tuple[int, int, int, int]:

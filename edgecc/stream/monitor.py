@@ -381,7 +381,7 @@ class Monitor:
         ev = ChangeEvent(
             time=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), frame=frame.index,
             source=source_name, frame_name=frame.name, caption=cap.text, change_score=round(cap.change_score, 4),
-            bbox=bbox, polygon=polygon, crs=crs, polygon_wgs84=wgs84,
+            bbox=bbox, polygon=polygon, crs=crs, polygon_wgs84=wgs84, tile=tuple(int(v) for v in box),
             latency_ms={"queue": round((t0 - frame.t_arrival) * 1e3, 2), "register": round((t1 - t0) * 1e3, 2),
                         "pregate": round((t2 - t1) * 1e3, 2), "encode": round(enc_ms, 2), "decode": round(dec_ms, 2)})
         if writer is not None:
