@@ -14,6 +14,7 @@ private 0600.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from contextlib import contextmanager
@@ -80,3 +81,8 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
     """Write `text` to `path` atomically (see the module docstring)."""
     write_bytes(path, text.encode(encoding))
+
+
+def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
+    """Write `obj` as JSON (a trailing newline when indented) to `path` atomically."""
+    write_text(path, json.dumps(obj, indent=indent) + ("\n" if indent is not None else ""))

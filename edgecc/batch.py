@@ -35,7 +35,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ._atomic import make_dir, write_text
+from ._atomic import make_dir, write_json
 from ._batch_manifest import Item, ManifestError, is_uri, read_manifest
 from .errors import EdgeccError
 
@@ -171,7 +171,7 @@ def run_batch(manifest: str | os.PathLike, out: str | os.PathLike, options: Batc
         arrivals: list[tuple[float, int]] = []  # (seconds since the run started, pairs so far): start-up vs steady
 
         def on_result(job: dict, rec: dict) -> None:
-            _write_json(out / "items" / f"{job['name']}.json", rec)
+            write_json(out / "items" / f"{job['name']}.json", rec, indent=1)
             res.ran += 1
             res.pairs += len(rec.get("steps", []))
             arrivals.append((time.perf_counter() - t_run, res.pairs))
@@ -203,7 +203,7 @@ def run_batch(manifest: str | os.PathLike, out: str | os.PathLike, options: Batc
                    "pairs_per_s_run": round(res.pairs / run_s, 3) if run_s > 0 else 0.0, **_steady(arrivals),
                    "settings": settings,
                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        _write_json(out / "summary.json", summary)
+        write_json(out / "summary.json", summary, indent=1)
         return res
 
 
@@ -371,7 +371,7 @@ def _hash_inputs(items: list[Item], out: Path, write: bool) -> dict:
             cache[path] = [st.st_size, st.st_mtime_ns, hashes[path]]
             fresh = True
     if fresh and write:
-        _write_json(cache_path, cache)
+        write_json(cache_path, cache, indent=1)
     return hashes
 
 
@@ -398,10 +398,6 @@ def load_results(out: str | os.PathLike) -> list[dict]:
         if rec.get("status") == "ok":
             recs.append(rec)
     return recs
-
-
-def _write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 @contextlib.contextmanager

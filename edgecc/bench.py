@@ -378,10 +378,10 @@ def run(opts: BenchOptions = BenchOptions(), progress=None) -> dict:
 def save_outputs(report: dict, json_path=None, markdown_path=None, plot_path=None) -> None:
     """Write the report as JSON, a markdown table, and/or a latency-vs-CIDEr-D PNG (needs the 'plot' extra)."""
     from . import _bench_report
-    from ._atomic import write_text
+    from ._atomic import write_json, write_text
 
     if json_path:
-        write_text(json_path, json.dumps(report, indent=2) + "\n")
+        write_json(json_path, report)
     if markdown_path:
         write_text(markdown_path, _bench_report.to_markdown(report))
     if plot_path:

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ._atomic import write_text
+from ._atomic import write_json
 from ._onnx_refs import OnnxParseError, external_data_locations
 from .errors import BundleError
 from .vocab import Vocab
@@ -267,5 +267,5 @@ def write_manifest(root: str | Path, manifest: dict) -> dict:
     manifest["files"] = {
         name: {"sha256": sha256_file(root / name), "bytes": (root / name).stat().st_size} for name in manifest["files"]
     }
-    write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    write_json(root / MANIFEST, manifest)
     return manifest

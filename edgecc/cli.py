@@ -364,11 +364,12 @@ def eval_real(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Judge a bundle on real pairs, leave-one-source-out: recall, false alarms, AUROC, ECE, mask F1, invariance."""
+    from edgecc._atomic import write_json
     from edgecc.train.evaluate_real import RealEvalOptions, evaluate_real, format_real_report
 
     rep = evaluate_real(model, RealEvalOptions(data=str(data), precision=precision), captions=captions)
     if out:
-        _write_json(out, rep)
+        write_json(out, rep)
     typer.echo(json.dumps(rep) if as_json else format_real_report(rep))
 
 
@@ -386,12 +387,6 @@ def fit_gate(
     m = install_gate(model, head, info)
     g = m["gate"]
     typer.echo(f"gate.onnx installed in {model}: identity score {g['identity_score']}, threshold {g['threshold']}")
-
-
-def _write_json(path: Path, obj) -> None:
-    from edgecc._atomic import write_text
-
-    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 @app.command()

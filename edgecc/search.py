@@ -18,7 +18,6 @@ nothing but a name).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -26,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._atomic import write_text
+from ._atomic import write_json
 from ._batch_outputs import changed_tiles, in_one_crs
 from .errors import EdgeccError
 
@@ -115,7 +114,7 @@ def write_geojson(hits: list[Hit], path: str | os.PathLike) -> Path:
          "properties": {k: t[k] for k in ("id", "step", "pre_date", "post_date", "caption", "score", "match", "col",
                                           "row", "width", "height")}} for t in geo]
     path = Path(path)
-    write_text(path, json.dumps(fc))
+    write_json(path, fc, indent=None)
     return path
 
 

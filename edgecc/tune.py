@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import write_text
+from ._atomic import write_json
 from .cpu import cpu
 
 TUNE_VERSION = 2  # bump when the search space or the decision rule changes: old caches are then ignored
@@ -124,7 +124,7 @@ def current(bundle) -> Choice:
 
 def save(bundle, choice: Choice) -> Path:
     path = cache_path(bundle, choice.key or None)
-    write_text(path, json.dumps(asdict(choice), indent=1) + "\n")
+    write_json(path, asdict(choice), indent=1)
     return path
 
 

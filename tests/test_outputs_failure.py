@@ -40,8 +40,8 @@ with read_pair(fx / "geo_pre.tif", fx / "geo_post.tif") as pair:
             from edgecc.bundle import write_manifest
             write_manifest(out, {{"files": [], "padding": "x" * 5000}})
         elif kind == "json":
-            from edgecc.cli import _write_json
-            _write_json(out / "report.json", {{"rows": list(range(2000))}})
+            from edgecc._atomic import write_json  # what the CLI's --out/--json reports write through
+            write_json(out / "report.json", {{"rows": list(range(2000))}})
         else:
             target = {{"geojson": {{"geojson_path": out / "changes.geojson"}},
                       "tif": {{"heatmap_path": out / "heat.tif"}}, "png": {{"heatmap_path": out / "heat.png"}}}}[kind]
