@@ -375,7 +375,8 @@ def quantize_bundle(bundle_dir: str | Path, options: QuantizeOptions = QuantizeO
 
         def scratch(prec: str, files: dict[str, str]) -> Bundle:
             """A bundle object over tmp/ with just this variant (for evaluation before anything is written)."""
-            return Bundle(tmp, {**bundle.manifest, "variants": {prec: files}})
+            listed = {name: {} for name in [*files.values(), "vocab.json"]}  # scratch graphs: unverified, ours
+            return Bundle(tmp, {**bundle.manifest, "variants": {prec: files}, "files": listed})
 
         def parity(files: dict[str, str]) -> dict:
             return {r: output_parity(root / roles[r], tmp / files[r], feeds[r][:_PARITY_FEEDS]) for r in roles}
