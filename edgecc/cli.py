@@ -457,8 +457,14 @@ def watch(
     snapshots: Path | None = typer.Option(None, help="Write a pre|post PNG per event into this folder."),
     stats: bool = typer.Option(False, "--stats", help="Print counters and stage latencies as JSON on exit."),
     max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after this many source frames."),
-    threshold: float | None = typer.Option(None, help="Change threshold on change_score, a calibrated probability "
-                                           "(default: the bundle's)."),
+    threshold: float | None = typer.Option(None, help="Change threshold on a map tile's evidence, the mean "
+                                           "calibrated gate probability of the frames that saw it (default: the "
+                                           "bundle's watch rule)."),
+    min_obs: int | None = typer.Option(None, "--min-obs", help="Frames that must see a tile before it can make an "
+                                       "event (default: the bundle's watch rule)."),
+    tiles_per_frame: int = typer.Option(8, "--tiles-per-frame", help="Map tiles scored per frame, least seen first."),
+    gsd: float | None = typer.Option(None, "--gsd", help="The reference's metres per pixel (default: from a "
+                                     "georeferenced map; sets the tile size the model sees)."),
     min_overlap: float = typer.Option(0.5, "--min-overlap", help="Skip frames less than this fraction inside the map."),
     registration: str = typer.Option("ecc", "--registration", help="Fine alignment: ecc (gradients, across dates), "
                                      "orb, sift, rootsift."),
@@ -480,14 +486,15 @@ def watch(
                         register=RegisterOptions(method=registration, min_overlap=min_overlap,
                                                  trust_prior=trust_telemetry),
                         telemetry=str(telemetry) if telemetry else None, camera_fov_deg=camera_fov,
-                        reference_cache=cache)
+                        reference_cache=cache, gate_threshold=threshold, min_obs=min_obs,
+                        tiles_per_frame=tiles_per_frame, gsd=gsd)
     handler = logging.StreamHandler()  # never silent: skips by reason go to stderr as "edgecc: watch: ..."
     handler.setFormatter(logging.Formatter("edgecc: %(message)s"))
     wlog = logging.getLogger("edgecc.watch")
     wlog.addHandler(handler)
     wlog.propagate = False
     try:
-        st = run_watch(edgecc.load(model, threshold=threshold), source, reference, events, opts, snapshots=snapshots)
+        st = run_watch(edgecc.load(model), source, reference, events, opts, snapshots=snapshots)
     finally:
         wlog.removeHandler(handler)
         wlog.propagate = True

@@ -74,17 +74,22 @@ MAX_UPSAMPLE = 4.0  # coarser imagery is outside the model's domain (<= 2 m/px):
 
 def ground_resolution(pair) -> float | None:
     """Metres per pixel of the pair's grid, when it is georeferenced in a projected CRS with metre units."""
-    if not (pair.crs and pair.transform):
+    return grid_gsd(pair.transform, pair.crs)
+
+
+def grid_gsd(transform, crs) -> float | None:
+    """Metres per pixel of a grid (GDAL-order affine + CRS) in a projected CRS with metre units, else None."""
+    if not (crs and transform):
         return None
     try:
         from rasterio.crs import CRS
 
-        crs = CRS.from_user_input(pair.crs)
-        if not crs.is_projected or (crs.linear_units or "").lower() not in ("metre", "meter", "m"):
+        c = CRS.from_user_input(crs)
+        if not c.is_projected or (c.linear_units or "").lower() not in ("metre", "meter", "m"):
             return None
     except Exception:  # noqa: BLE001 - no rasterio or an odd CRS: resolution unknown
         return None
-    return pixel_size(pair.transform)
+    return pixel_size(transform)
 
 
 def tile_for_gsd(size: int, gsd: float | None, model_gsd: float = MODEL_GSD_M) -> int:

@@ -30,7 +30,7 @@ class ChangeEvent:
     source: str
     frame_name: str
     caption: str
-    change_score: float
+    change_score: float  # the tile's evidence: mean gate probability (through the logit) of its observations
     bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in reference pixels: the changed cells of the model's mask
     polygon: list | None = None  # [[x, y], ...] map coordinates (closed ring) when georeferenced
     crs: str | None = None
@@ -38,6 +38,7 @@ class ChangeEvent:
     latency_ms: dict = field(default_factory=dict)
     snapshot: str | None = None
     tile: tuple[int, int, int, int] | None = None  # the reference box the caption describes (the model's input)
+    observations: int | None = None  # frames whose gate scores made the evidence
 
 
 def mask_bbox(mask: np.ndarray, crop: tuple[int, int, int, int], threshold: float = 0.5) -> tuple[int, int, int, int]:

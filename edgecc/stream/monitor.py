@@ -9,16 +9,21 @@ Scheduling: a reader thread pulls frames from the source and keeps only the late
 replaced before the model took it is counted in `dropped`), so the loop never falls behind a live source.
 For files (not live) the reader instead waits until each frame is taken (`replay`; nothing dropped).
 Per frame: a frame older than `deadline_ms` when its turn comes is skipped (`stale`); registration failures are
-skipped with their reason; the reference crop and the registered frame go through a cheap pixel pre-gate
-(`pregate_skip`: no model call), then the model's change gate, and the decoder only on change. An event whose
-changed region overlaps a recent event's region (IoU >= `debounce_iou`, within `debounce_frames`) is not repeated
-(`debounced`). A frame that fails anywhere is logged and skipped (`read_errors`, `process_errors`).
+skipped with their reason. The frame is then cut into the map grid tiles it covers (side: the model's ground
+resolution at the map's, `edgecc.sensors.tile_for_gsd`; stride half a tile); up to `tiles_per_frame` of them, the
+least observed first, go through a cheap pixel pre-gate (no model call below it) and then the model's change gate in
+one batch. The gate score of one real frame is noisy (blur, brightness drift, residual misregistration), and a
+drone sees each tile in many frames, so the decision is per tile over the frames that saw it (`TileEvidence`): a
+tile makes one event when the mean gate logit of at least `min_obs` observations reaches the threshold; a tile next
+to one that fired recently is the same change (`debounced`). Only then does the decoder run (the caption of that
+tile); a decoder that says "no change" vetoes the event (`decoder_veto`). Every processed, registered frame ends in
+one of: pregate_skip, gate_negative, evidence_pending, debounced, decoder_veto, event_frames. A frame that fails
+anywhere is logged and skipped (`read_errors`, `process_errors`).
 
 Reference: a map of any size (`ReferenceMap`: GeoTIFF by windows, PNG decoded once), registered to across dates
-(`Registrar`: track, telemetry prior or global search, then gradient ECC). The model sees the map grid tile (side
-`tile`, stride half of it) the frame covers best, so one tile serves many frames: with the split encoder its trunk
-tokens are computed once (`CachedReferenceEngine`, an LRU) and a frame costs one trunk pass, the fused kernel and
-the fusion graph. A frame that covers no tile well enough (`min_tile_cover`) is paired on its own box, uncached.
+(`Registrar`: track, telemetry prior or global search, then gradient ECC). With the split encoder a map tile's trunk
+tokens are computed once (`CachedReferenceEngine`, an LRU) and a tile costs one trunk pass, the fused kernel and the
+fusion graph. A frame that covers no tile well enough (`min_tile_cover`) is paired on its own box, uncached.
 
 Never silent: every `report_every_s` while no event has been written, and at the end of a run that read frames but
 registered none or wrote no event, one line on stderr (logger "edgecc.watch") gives the counts by reason.
@@ -41,7 +46,9 @@ from pathlib import Path
 import numpy as np
 
 from ..geo import to_map
-from .events import ChangeEvent, EventWriter, bbox_polygon, iou, mask_bbox
+from ..sensors import grid_gsd, tile_for_gsd
+from .events import ChangeEvent, EventWriter, bbox_polygon, mask_bbox
+from .evidence import CLIP, TileEvidence
 from .refcache import CachedReferenceEngine
 from .refmap import ReferenceMap, to_wgs84
 from .register import RegisterOptions, Registrar, pregate_score
@@ -58,10 +65,14 @@ class WatchOptions:
     deadline_ms: a frame older than this when the loop takes it is skipped (`stale`); events later than this after
         the frame arrived are counted in `deadline_miss`. None: no deadline.
     pregate_threshold: pixel pre-gate score (see `pregate_score`) below which the model is not called.
-    gate_threshold: model change-gate threshold; None uses the bundle's.
+    gate_threshold: threshold on a tile's evidence (mean gate probability, through the logit, of its observations);
+        None: the bundle's watch threshold (manifest "gate" "watch"), else its single-pair threshold.
+    min_obs: observations a tile needs before it can fire; None: the bundle's watch rule, else 1.
+    tiles_per_frame: map tiles scored per frame (least observed first), in one model batch.
+    gsd: the map's metres per pixel; None: from a georeferenced map in a metric CRS, else the model's own.
     mask_threshold: mask cells at or above this make the event's bbox.
-    debounce_frames / debounce_iou: an event overlapping an event region seen within this many frames is repeated
-        only as a counter, not as a line.
+    debounce_frames / debounce_iou: a tile overlapping (IoU) a tile that fired within this many processed frames is
+        the same change (counted, no line); a tile unseen for longer starts a new pass and may fire again.
     max_frames: stop after this many source frames (None: until the source ends or a signal).
     replay: True: never drop, the reader waits for the loop. False: latest-frame-wins. None (default): False for
         live sources (camera, stream, followed folder), True for files (a file is not live: nothing is gained by
@@ -81,6 +92,9 @@ class WatchOptions:
     deadline_ms: float | None = None
     pregate_threshold: float = 0.8
     gate_threshold: float | None = None
+    min_obs: int | None = None
+    tiles_per_frame: int = 8
+    gsd: float | None = None
     mask_threshold: float = 0.5
     debounce_frames: int = 30
     debounce_iou: float = 0.2
@@ -101,6 +115,12 @@ class WatchOptions:
             raise ValueError(f"every must be >= 1, got {self.every}")
         if self.deadline_ms is not None and self.deadline_ms <= 0:
             raise ValueError(f"deadline_ms must be positive, got {self.deadline_ms}")
+        if self.tiles_per_frame < 1 or (self.min_obs is not None and self.min_obs < 1):
+            raise ValueError(f"tiles_per_frame and min_obs must be >= 1, got {self.tiles_per_frame}, {self.min_obs}")
+        if self.gate_threshold is not None and not 0.0 <= self.gate_threshold <= 1.0:
+            raise ValueError(f"the change threshold is a probability in [0, 1], got {self.gate_threshold}")
+        if self.gsd is not None and self.gsd <= 0:
+            raise ValueError(f"gsd is metres per pixel, > 0, got {self.gsd}")
 
 
 class Histogram:
@@ -191,29 +211,36 @@ class _LatestSlot:
             self._cv.notify_all()
 
 
-@dataclass
-class _Region:
-    bbox: tuple[int, int, int, int]
-    last_frame: int
-
-
 def load_reference(path: str | Path, cache_blocks: int = 64) -> ReferenceMap:
     """Reference image (GeoTIFF, PNG, JPEG; any size) -> a ReferenceMap read by windows."""
     return ReferenceMap.open(path, cache_blocks)
 
 
-def _model(captioner, threshold: float | None, cache: bool, capacity: int):
-    """The captioner the monitor calls: its threshold overridden, its engine behind the reference cache.
+def _models(captioner, cache: bool, capacity: int):
+    """-> (scorer, decoder, cache): the gate alone on a batch of tiles (decoder never runs), the caption of one fired
+    tile (gate open), both on the engine behind the reference cache when the encoder is split.
 
-    Anything that is not a dataclass Captioner (a test double with `caption_batch`) is used as it is."""
+    Anything that is not a dataclass Captioner (a test double with `caption_batch`) is used as it is for both."""
     if not dataclasses.is_dataclass(captioner):
-        return captioner, None
-    kw = {} if threshold is None else {"threshold": threshold}
+        return captioner, captioner, None
     engine = None
     if cache and getattr(captioner.engine, "can_encode_tokens", False):
         engine = CachedReferenceEngine(captioner.engine, capacity)
-        kw["engine"] = engine
-    return (dataclasses.replace(captioner, **kw) if kw else captioner), engine
+        captioner = dataclasses.replace(captioner, engine=engine)
+    return dataclasses.replace(captioner, threshold=2.0), dataclasses.replace(captioner, threshold=0.0), engine
+
+
+def watch_rule(captioner, options: WatchOptions) -> tuple[float, int, float]:
+    """(evidence threshold, min_obs, logit cap): the options', else the bundle's watch rule (manifest "gate" "watch",
+    chosen on validation flights), else the captioner's single-pair threshold, one observation, the default cap."""
+    rule, base = {}, getattr(captioner, "gate_threshold", 0.5)
+    if dataclasses.is_dataclass(captioner):
+        rule = captioner.bundle.manifest.get("gate", {}).get("watch", {})
+        if captioner.threshold is not None:  # load(threshold=...) overrides the bundle
+            rule = {k: v for k, v in rule.items() if k != "threshold"}
+    threshold = options.gate_threshold if options.gate_threshold is not None else float(rule.get("threshold", base))
+    min_obs = int(options.min_obs if options.min_obs is not None else rule.get("min_obs", 1))
+    return threshold, min_obs, float(rule.get("clip", CLIP))
 
 
 class Monitor:
@@ -229,10 +256,13 @@ class Monitor:
             reference = ReferenceMap.from_array(reference, reference_transform, reference_crs)
         self.map = reference
         self.registrar = Registrar(reference, options.register)
-        self.model, self.cache = _model(captioner, options.gate_threshold, options.reference_cache,
-                                        options.cache_tiles)
+        self.scorer, self.decoder, self.cache = _models(captioner, options.reference_cache, options.cache_tiles)
         # one-off crops (off the map grid) bypass the cache
-        self._uncached = self.model if self.cache is None else replace(self.model, engine=self.cache.engine)
+        self._uncached = (self.scorer, self.decoder) if self.cache is None else tuple(
+            replace(m, engine=self.cache.engine) for m in (self.scorer, self.decoder))
+        self.threshold, self.min_obs, clip = watch_rule(captioner, options)
+        self.evidence = TileEvidence(self.threshold, self.min_obs, options.debounce_frames, options.debounce_iou, clip)
+        self.gsd = options.gsd or grid_gsd(reference.transform, reference.crs)
         self.ref_transform, self.ref_crs = reference.transform, reference.crs
         self.telemetry = None
         if options.telemetry:
@@ -244,8 +274,6 @@ class Monitor:
                             reference.name, options.telemetry)
                 self.telemetry = None
         self.stats = WatchStats()
-        self._regions: list[_Region] = []
-        self._ref_tiles: dict = {}
         self._last_shape: tuple | None = None
         self._grid: int | None = None  # map px per side of the model's map tiles
         self._next_report = time.monotonic() + options.report_every_s if options.report_every_s > 0 else math.inf
@@ -320,59 +348,86 @@ class Monitor:
                         frame.index)
         return reg
 
-    def _pair(self, frame: Frame, reg):
-        """-> (pre, post, box, on_grid): the map tile the frame covers best (cached side), else the frame's own box
-        (a one-off crop: it bypasses the reference cache, where it would only evict grid tiles)."""
-        if self._grid is None:  # the grid is fixed by the first frame: the model input, or less for small views
+    def _tiles(self, reg) -> list[tuple[tuple[int, int, int, int], bool]]:
+        """-> [(box, on_grid)] to score: up to `tiles_per_frame` map grid tiles the frame covers at least
+        `min_tile_cover` of, least observed first, then best covered; else the frame's own box (a one-off crop: it
+        bypasses the reference cache, where it would only evict grid tiles)."""
+        if self._grid is None:  # fixed by the first frame: the model's ground cover, or less for small views
             short = min(reg.frame_shape) * float(np.sqrt(abs(np.linalg.det(reg.homography[:2, :2]))))
-            self._grid = self.tile if self.options.tile or short >= self.tile else max(64, int(short * 0.8) // 16 * 16)
-        box, cover = self.registrar.tile(reg, self._grid)
-        on_grid = cover >= self.options.min_tile_cover
-        if not on_grid:
+            side = self.options.tile or tile_for_gsd(self.size, self.gsd)
+            self._grid = side if self.options.tile or short >= side else max(64, int(short * 0.8) // 16 * 16)
+        boxes = [b for b, _ in self.registrar.tiles(reg, self._grid, self.options.min_tile_cover)]
+        if not boxes:
             self.stats.counters["uncached_pairs"] += 1
-            box = reg.bbox
-        pre, post = self.registrar.pair(frame.image, reg, self.size, box)
-        return pre, post, box, on_grid
+            return [(reg.bbox, False)]
+        return [(b, True) for b in self.evidence.order(boxes)[: self.options.tiles_per_frame]]
 
-    def process(self, frame: Frame, source_name: str, writer: EventWriter | None) -> ChangeEvent | None:
-        """Run one frame through the pipeline; returns the event written, or None."""
+    def process(self, frame: Frame, source_name: str, writer: EventWriter | None) -> list[ChangeEvent]:
+        """Run one frame through the pipeline; returns the events written (most often none, at most one a tile)."""
         c, o, lat = self.stats.counters, self.options, self.stats.latency
         t0 = time.monotonic()
         if o.deadline_ms is not None and (t0 - frame.t_arrival) * 1e3 > o.deadline_ms:
             c["stale"] += 1
-            return None
+            return []
         c["frames_processed"] += 1
         reg = self._register(frame)
         t1 = time.monotonic()
         lat["register"].add((t1 - t0) * 1e3)
         if reg is None:
-            return None
-        pre, post, box, on_grid = self._pair(frame, reg)  # uint8 [S,S,3] x2 on the map grid
-        score = pregate_score(pre, post)
+            return []
+        tiles = []  # (box, on_grid, pre, post): uint8 [S,S,3] x2, the map and the registered frame in box
+        for box, on_grid in self._tiles(reg):
+            pre, post = self.registrar.pair(frame.image, reg, self.size, box)
+            if pregate_score(pre, post) >= o.pregate_threshold:
+                tiles.append((box, on_grid, pre, post))
         t2 = time.monotonic()
         lat["pregate"].add((t2 - t1) * 1e3)
-        if score < o.pregate_threshold:
+        if not tiles:
             c["pregate_skip"] += 1
-            return None
-        cap = (self.model if on_grid else self._uncached).caption_batch(pre[None], post[None])[0]
+            return []
+        scorer = self.scorer if tiles[0][1] else self._uncached[0]
+        gates = scorer.caption_batch(np.stack([t[2] for t in tiles]), np.stack([t[3] for t in tiles]))
         t3 = time.monotonic()
-        enc_ms = cap.timings_ms.get("encode", (t3 - t2) * 1e3)
-        dec_ms = cap.timings_ms.get("decode", 0.0)
+        enc_ms = gates[0].timings_ms.get("encode", (t3 - t2) * 1e3)
         lat["encode"].add(enc_ms)
         c["model_calls"] += 1
-        if not cap.changed:
-            c["gate_negative"] += 1
-            return None
-        lat["decode"].add(dec_ms)
-        bbox = mask_bbox(cap.mask, box, o.mask_threshold) if cap.mask is not None else box
-        # debounce: the same region seen recently is not a new event; seeing it again keeps it alive
-        self._regions = [r for r in self._regions if frame.index - r.last_frame <= o.debounce_frames]
-        for r in self._regions:
-            if iou(r.bbox, bbox) >= o.debounce_iou:
-                r.last_frame = frame.index
-                c["debounced"] += 1
-                return None
-        self._regions.append(_Region(bbox, frame.index))
+        c["tiles_scored"] += len(tiles)
+        clock = c["frames_processed"]  # the evidence's clock: frames processed (source indices jump with --every)
+        verdicts = [self.evidence.observe(t[0], g.change_score, clock) for t, g in zip(tiles, gates)]
+        c["tiles_debounced"] += verdicts.count("debounced")
+        fired = [j for j, v in enumerate(verdicts) if v == "fire"]
+        if not fired:
+            c["evidence_pending" if "pending" in verdicts else "debounced" if {"debounced", "repeat"} & set(verdicts)
+              else "gate_negative"] += 1
+            return []
+        events = []
+        for j in fired:
+            box, on_grid, pre, post = tiles[j]
+            t4 = time.monotonic()
+            cap = (self.decoder if on_grid else self._uncached[1]).caption_batch(pre[None], post[None])[0]
+            dec_ms = cap.timings_ms.get("decode", (time.monotonic() - t4) * 1e3)
+            if not cap.changed:
+                c["tiles_decoder_veto"] += 1
+                continue
+            lat["decode"].add(dec_ms)
+            mask = gates[j].mask
+            bbox = mask_bbox(mask, box, o.mask_threshold) if mask is not None else box
+            events.append(self._event(frame, reg, source_name, writer, box, bbox, cap.text,
+                                      self.evidence.evidence(box), (pre, post),
+                                      {"queue": round((t0 - frame.t_arrival) * 1e3, 2),
+                                       "register": round((t1 - t0) * 1e3, 2), "pregate": round((t2 - t1) * 1e3, 2),
+                                       "encode": round(enc_ms, 2), "decode": round(dec_ms, 2)}))
+        c["event_frames" if events else "decoder_veto"] += 1
+        t5 = time.monotonic()
+        if events:
+            lat["event"].add((t5 - t3) * 1e3)
+            total = (t5 - frame.t_arrival) * 1e3
+            lat["total"].add(total)
+            if o.deadline_ms is not None and total > o.deadline_ms:
+                c["deadline_miss"] += 1
+        return events
+
+    def _event(self, frame, reg, source_name, writer, box, bbox, text, score, pair, latency) -> ChangeEvent:
         polygon, crs = self._polygon(bbox, reg.homography, frame)
         wgs84 = None
         if polygon is not None and crs is not None:
@@ -380,20 +435,13 @@ class Monitor:
             wgs84 = None if ll is None else np.round(ll, 7).tolist()
         ev = ChangeEvent(
             time=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), frame=frame.index,
-            source=source_name, frame_name=frame.name, caption=cap.text, change_score=round(cap.change_score, 4),
+            source=source_name, frame_name=frame.name, caption=text, change_score=round(score, 4),
             bbox=bbox, polygon=polygon, crs=crs, polygon_wgs84=wgs84, tile=tuple(int(v) for v in box),
-            latency_ms={"queue": round((t0 - frame.t_arrival) * 1e3, 2), "register": round((t1 - t0) * 1e3, 2),
-                        "pregate": round((t2 - t1) * 1e3, 2), "encode": round(enc_ms, 2), "decode": round(dec_ms, 2)})
+            observations=self.evidence.count(box), latency_ms=latency)
         if writer is not None:
             total = (time.monotonic() - frame.t_arrival) * 1e3
-            ev = writer.write(replace(ev, latency_ms={**ev.latency_ms, "total": round(total, 2)}), pre, post)
-        t4 = time.monotonic()
-        lat["event"].add((t4 - t3) * 1e3)
-        total = (t4 - frame.t_arrival) * 1e3
-        lat["total"].add(total)
-        if o.deadline_ms is not None and total > o.deadline_ms:
-            c["deadline_miss"] += 1
-        c["events"] += 1
+            ev = writer.write(replace(ev, latency_ms={**latency, "total": round(total, 2)}), *pair)
+        self.stats.counters["events"] += 1
         return ev
 
     def _polygon(self, bbox, homography, frame: Frame):
@@ -416,12 +464,19 @@ class Monitor:
         if c["events"] or not (c["frames_read"] or c["read_errors"]):
             return None
         skips = {k: v for k, v in c.items() if v and (k.startswith("register_skip_") or k in (
-            "read_errors", "stale", "dropped", "pregate_skip", "gate_negative", "debounced", "process_errors",
+            "read_errors", "stale", "dropped", "pregate_skip", "gate_negative", "evidence_pending", "debounced",
+            "decoder_veto", "process_errors",
             "frame_unusable", "frame_size_changed", "telemetry_disagrees", "telemetry_unusable"))}
         ranked = sorted(skips.items(), key=lambda kv: -kv[1])
         why = ", ".join(f"{k.removeprefix('register_skip_')} {v}" for k, v in ranked)
         what = "none registered" if not c["registered"] else f"{c['registered']} registered, no event"
-        return f"watch: {c['frames_read']} frames read, {what} ({why or 'no reason counted'})"
+        hint = ""
+        if not c["registered"] and ranked and ranked[0][0] in ("register_skip_low_correlation",
+                                                                "register_skip_not_found"):
+            hint = ("; the frames share too little with the map to align on (rebuilt since? another season?): "
+                    + ("--trust-telemetry registers them on the telemetry" if self.telemetry is not None else
+                       "a position prior registers them (--telemetry with --trust-telemetry)"))
+        return f"watch: {c['frames_read']} frames read, {what} ({why or 'no reason counted'}){hint}"
 
     def _report(self) -> None:
         if time.monotonic() < self._next_report:

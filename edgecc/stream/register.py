@@ -438,22 +438,22 @@ class Registrar:
         valid = cv2.warpPerspective(np.full(frame.shape[:2], 255, np.uint8), t, size, flags=cv2.INTER_NEAREST)
         return warped, cv2.erode(valid, np.ones((3, 3), np.uint8)) > 0
 
-    def tile(self, reg: Registration, side: int) -> tuple[tuple[int, int, int, int], float]:
-        """The map grid tile (side px, stride side/2) the frame covers best: (box, fraction of it covered)."""
+    def tiles(self, reg: Registration, side: int, min_cover: float = 0.0) -> list[tuple[tuple, float]]:
+        """The map grid tiles (side px, stride side/2, inside the map) the frame covers at least `min_cover` of:
+        [(box, fraction covered)], best covered first."""
         x0, y0, x1, y1 = reg.bbox
         step = max(1, side // 2)
-        best, cover = (x0, y0, x0 + side, y0 + side), -1.0
         poly = self._footprint(reg)
+        out = []
         for ty in range(max(0, (y0 // step - 1) * step), y1, step):
             for tx in range(max(0, (x0 // step - 1) * step), x1, step):
                 if tx + side > self.map.width or ty + side > self.map.height:
                     continue
                 sq = np.float32([[tx, ty], [tx + side, ty], [tx + side, ty + side], [tx, ty + side]])
-                inter, _ = cv2.intersectConvexConvex(poly, sq)
-                c = float(inter) / side**2
-                if c > cover:
-                    best, cover = (tx, ty, tx + side, ty + side), c
-        return best, max(cover, 0.0)
+                c = float(cv2.intersectConvexConvex(poly, sq)[0]) / side**2
+                if c > 0 and c >= min_cover:
+                    out.append(((tx, ty, tx + side, ty + side), c))
+        return sorted(out, key=lambda bc: -bc[1])
 
     @staticmethod
     def _footprint(reg: Registration) -> np.ndarray:
@@ -468,11 +468,22 @@ class Registrar:
         """
         box = box or reg.bbox
         ref = self.map.read(box)
-        warped, valid = self.warp(frame, reg, box)
-        post = np.where(valid[:, :, None], warped, ref)
-        pre_t = cv2.resize(ref, (size, size), interpolation=cv2.INTER_AREA)
-        post_t = cv2.resize(post, (size, size), interpolation=cv2.INTER_AREA)
-        return pre_t, post_t
+        if max(ref.shape[:2]) >= size:  # shrink: warp at map resolution, then area-average (no aliasing)
+            warped, valid = self.warp(frame, reg, box)
+            post = np.where(valid[:, :, None], warped, ref)
+            return (cv2.resize(ref, (size, size), interpolation=cv2.INTER_AREA),
+                    cv2.resize(post, (size, size), interpolation=cv2.INTER_AREA))
+        # enlarge (a map coarser than the model's ground resolution): warp the frame straight onto the model grid,
+        # one resampling of the frame instead of two
+        x0, y0, x1, y1 = box
+        # map px -> model px with cv2.resize's pixel-centre convention: u = s * (x - x0 + 0.5) - 0.5
+        t = _shift(-0.5, -0.5) @ np.diag([size / (x1 - x0), size / (y1 - y0), 1.0]) @ _shift(0.5 - x0, 0.5 - y0)
+        t = t @ reg.homography
+        warped = cv2.warpPerspective(frame, t, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        valid = cv2.warpPerspective(np.full(frame.shape[:2], 255, np.uint8), t, (size, size), flags=cv2.INTER_NEAREST)
+        pre_t = cv2.resize(ref, (size, size), interpolation=cv2.INTER_LINEAR)
+        valid = cv2.erode(valid, np.ones((3, 3), np.uint8)) > 0
+        return pre_t, np.where(valid[:, :, None], warped, pre_t)
 
 
 def pregate_score(pre: np.ndarray, post: np.ndarray, grid: int = 8) -> float:

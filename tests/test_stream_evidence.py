@@ -1,0 +1,153 @@
+"""Watch's per-tile change evidence, its tile grid from the map's ground resolution, and its rule from the bundle.
+
+    pytest tests/test_stream_evidence.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import make_flight
+import numpy as np
+import pytest
+
+from edgecc.sensors import tile_for_gsd
+from edgecc.stream import Frame, Monitor, ReferenceMap, WatchOptions
+from edgecc.stream.evidence import CLIP, TileEvidence, logit
+from edgecc.stream.monitor import watch_rule
+from edgecc.stream.register import Registrar, Registration
+
+A, B, FAR = (0, 0, 64, 64), (32, 0, 96, 64), (500, 500, 564, 564)  # B overlaps A (IoU 1/3), FAR does not
+
+
+def test_a_tile_fires_once_its_mean_logit_reaches_the_threshold_after_min_obs():
+    ev = TileEvidence(threshold=0.8, min_obs=3)
+    assert [ev.observe(A, 0.9, f) for f in (1, 2)] == ["pending", "pending"]
+    assert ev.observe(A, 0.9, 3) == "fire" and ev.count(A) == 3
+    assert ev.evidence(A) == pytest.approx(0.9)
+    assert ev.observe(A, 0.95, 4) == "repeat"  # one event a pass
+
+
+def test_one_confident_frame_does_not_outvote_the_others():
+    ev = TileEvidence(threshold=0.8, min_obs=3)
+    verdicts = [ev.observe(A, p, f) for f, p in enumerate((0.999, 0.3, 0.3))]
+    assert verdicts == ["pending", "below", "below"]
+    mean = (CLIP + 2 * logit(0.3)) / 3  # 0.999's logit (6.9) is capped; uncapped the mean would reach 0.85
+    assert ev.evidence(A) == pytest.approx(1 / (1 + math.exp(-mean)))
+
+
+def test_neighbours_of_a_fired_tile_are_the_same_change_until_the_hold_passes():
+    ev = TileEvidence(threshold=0.5, min_obs=1, hold=10)
+    assert ev.observe(A, 0.9, 5) == "fire"
+    assert ev.observe(B, 0.9, 5) == "debounced"  # same frame, overlapping tile
+    assert ev.observe(FAR, 0.9, 6) == "fire"  # elsewhere: its own event
+    ev2 = TileEvidence(threshold=0.5, min_obs=1, hold=10)
+    ev2.observe(A, 0.9, 5)
+    assert ev2.observe(B, 0.9, 30) == "fire"  # A fired 25 frames earlier: past the hold
+
+
+def test_a_tile_unseen_longer_than_the_hold_starts_a_new_pass_and_memory_stays_bounded():
+    ev = TileEvidence(threshold=0.5, min_obs=2, hold=10)
+    ev.observe(A, 0.9, 0)
+    assert ev.observe(A, 0.9, 1) == "fire"
+    assert ev.observe(A, 0.9, 50) == "pending"  # a later flight over it: counted afresh
+    assert ev.observe(A, 0.9, 51) == "fire"
+    rng = np.random.default_rng(0)
+    for f in range(2000):  # a long flight over new ground
+        x, y = (int(v) for v in rng.integers(0, 10_000, 2))
+        ev.observe((x, y, x + 64, y + 64), float(rng.random()), f)
+    assert len(ev.tiles) <= 64 + 11  # only tiles seen within the hold (or the last batch before a sweep)
+
+
+def test_least_observed_tiles_are_scored_first():
+    ev = TileEvidence(threshold=0.5)
+    ev.observe(A, 0.1, 0)
+    ev.observe(A, 0.1, 1)
+    ev.observe(B, 0.1, 1)
+    assert ev.order([A, B, FAR]) == [FAR, B, A]
+
+
+# ---------------------------------------------------------------------------------------------- in the monitor
+
+
+class GateDouble:
+    """MODEL DOUBLE (not a model): every tile scores `p`; counts the pairs scored."""
+
+    input_size = 64
+    gate_threshold = 0.5
+
+    def __init__(self, p: float = 0.9):
+        self.p, self.pairs = p, 0
+
+    def caption_batch(self, pre, post):
+        from edgecc.decoding import Caption
+
+        self.pairs += len(pre)
+        return [Caption("a double change", (), True, self.p, np.ones((8, 8), np.float32), {"encode": 1.0})
+                for _ in range(len(pre))]
+
+
+def _frames(scene: np.ndarray, n: int, side: int = 96):
+    for i in range(n):  # a straight pass, 4 px a frame, the view cut from the map itself
+        x = 40 + 4 * i
+        yield Frame(i, np.ascontiguousarray(scene[60:60 + side, x:x + side]), 0.0, f"f{i}")
+
+
+def test_the_grid_follows_the_maps_ground_resolution():
+    scene = make_flight.render_scene(320, seed=1)[0]
+    for gsd, expect in ((None, 64), (0.5, 64), (1.5, tile_for_gsd(64, 1.5))):
+        mon = Monitor(GateDouble(), scene, WatchOptions(gsd=gsd, replay=True, pregate_threshold=0.0))
+        for f in _frames(scene, 2):
+            mon.process(f, "test", None)
+        assert mon._grid == expect, gsd
+    rm = ReferenceMap.from_array(scene, (1.5, 0.0, 300000.0, 0.0, -1.5, 4100000.0), "EPSG:32615")
+    mon = Monitor(GateDouble(), rm, WatchOptions(replay=True, pregate_threshold=0.0))  # read from the geotransform
+    assert mon.gsd == pytest.approx(1.5)
+
+
+def test_an_event_needs_min_obs_frames_and_carries_them():
+    scene = make_flight.render_scene(320, seed=1)[0]
+    double = GateDouble(0.9)
+    mon = Monitor(double, scene, WatchOptions(min_obs=3, tiles_per_frame=2, replay=True, pregate_threshold=0.0))
+    events = [e for f in _frames(scene, 12) for e in mon.process(f, "test", None)]
+    c = mon.stats.counters
+    assert events and all(e.observations >= 3 for e in events)
+    assert c["evidence_pending"] >= 1 and c["tiles_scored"] <= 2 * c["model_calls"]
+    assert c["tiles_scored"] + c["events"] == double.pairs  # the gate on every tile, the decoder on fired ones
+    assert c["events"] == len(events) and events[0].change_score == pytest.approx(0.9, abs=1e-3)
+    quiet = Monitor(GateDouble(0.2), scene, WatchOptions(min_obs=1, replay=True, pregate_threshold=0.0))
+    assert not [e for f in _frames(scene, 12) for e in quiet.process(f, "test", None)]
+    assert quiet.stats.counters["gate_negative"] == quiet.stats.counters["model_calls"] > 0
+
+
+def test_watch_rule_comes_from_options_then_the_bundle(tiny_bundle):
+    import edgecc
+
+    cap = edgecc.load(tiny_bundle)
+    assert watch_rule(cap, WatchOptions()) == (cap.gate_threshold, 1, CLIP)  # no watch rule in the bundle
+    m = json.loads(json.dumps(cap.bundle.manifest))
+    m["gate"] = {**m.get("gate", {}), "watch": {"threshold": 0.85, "min_obs": 5, "clip": 2.0}}
+    ruled = dataclasses.replace(cap, bundle=dataclasses.replace(cap.bundle, manifest=m))
+    assert watch_rule(ruled, WatchOptions()) == (0.85, 5, 2.0)
+    assert watch_rule(ruled, WatchOptions(gate_threshold=0.6, min_obs=2)) == (0.6, 2, 2.0)
+    assert watch_rule(dataclasses.replace(ruled, threshold=0.7), WatchOptions()) == (0.7, 5, 2.0)
+    with pytest.raises(ValueError, match="probability"):
+        WatchOptions(gate_threshold=1.5)
+
+
+def test_pair_on_a_coarse_map_is_one_resampling_of_the_frame():
+    """A map coarser than the model's ground resolution: the frame is warped straight onto the model grid, so a view
+    cut from the map itself pairs with the map's own upsampled tile."""
+    scene = make_flight.render_scene(320, seed=2)[0]
+    reg_ = Registrar(scene)
+    x0, y0 = 50, 70
+    frame = np.ascontiguousarray(scene[y0:y0 + 150, x0:x0 + 150])
+    h = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1.0]])
+    reg = Registration(True, homography=h, bbox=(x0, y0, x0 + 150, y0 + 150), frame_shape=frame.shape[:2])
+    box = (x0 + 20, y0 + 20, x0 + 105, y0 + 105)  # 85 map px -> the 256-px model input
+    pre, post = reg_.pair(frame, reg, 256, box)
+    assert pre.shape == post.shape == (256, 256, 3)
+    diff = np.abs(pre.astype(int) - post.astype(int))
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 4
