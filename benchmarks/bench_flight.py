@@ -165,7 +165,9 @@ def run_flight(cap, fl: dict, n: int, seed: int, opts: WatchOptions, gps: bool =
     errs = [_err(regs[i].homography, vp.homography, f) for i, vp in delivered if i in regs]
     out = {"dataset": fl["ds"], "scene": Path(fl["pre"]).parent.name + "/" + Path(fl["pre"]).name,
            "frames": len(delivered), "registered": len(errs), "errors_px": errs, "events": len(events),
-           "counters": dict(st.counters)}
+           "counters": dict(st.counters),
+           "event_log": [{k: e.get(k) for k in ("frame", "tile", "bbox", "caption", "change_score", "observations")}
+                         for e in events]}
     if fl["mask"] is None:
         return out
     shape = (ref.height, ref.width)
