@@ -45,8 +45,9 @@ def simulate(fl: dict, threshold: float, min_obs: int, tiles: int, clip: float =
         for box in ev.order(list(rows))[:tiles]:
             if rows[box][c["pregate"]] < pregate:  # the monitor's pixel pre-gate: no model call
                 continue
-            if ev.observe(box, rows[box][c[column]], i) == "fire":
-                events.append((i, box))
+            region = tuple(rows[box][c["mx0"]:c["my1"] + 1]) if "mx0" in c else None  # the mask's changed box
+            if ev.observe(box, rows[box][c[column]], i, region) == "fire":
+                events.append((i, region or box))
     unchanged = {f[0] for f in fl["frames"] if f[4]}
     regions = [g for g in fl["regions"] if g["seen_by"]]
     found = 0

@@ -10,10 +10,11 @@ scored three ways, so losses can be told apart:
   true:     the frame warped by its true pose (registration error removed; blur, brightness, resampling kept),
   straight: the later-date scene's own pixels in that tile (the gate on the tile itself, no flight).
 Plus the truth: the changed fraction of the tile (datasets with masks), the frame's registration error, blur flag,
-the pixel pre-gate score of the registered pair, and per flight the changed regions and the frames that see each.
-`benchmarks/fit_watch_rule.py` reads it. Measured with it (2026-12-02): at full tile cover the registered frame's
-gate ranks tiles about as well as the later date's own pixels (AUROC LEVIR-CD 0.84 vs 0.81, SZTAKI 0.80 vs 0.80);
-the flight's loss is the partly covered tiles, and the ceiling is the gate's own ranking of real tiles.
+the pixel pre-gate score and the mask's changed box of the registered pair, and per flight the changed regions and
+the frames that see each. `benchmarks/fit_watch_rule.py` reads it. Measured with it (2026-12-02): at full tile cover
+the registered frame's gate ranks tiles about as well as the later date's own pixels (AUROC LEVIR-CD 0.84 vs 0.81,
+SZTAKI 0.80 vs 0.80); the flight's loss is the partly covered tiles, and the ceiling is the gate's own ranking of
+real tiles.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def score_flight(job: tuple) -> dict:
     k, fl, n, model = job
     import edgecc
     from edgecc.stream import Frame, Monitor, ReferenceMap, WatchOptions
+    from edgecc.stream.events import mask_bbox
     from edgecc.stream.register import Registration, pregate_score
 
     cap = edgecc.load(model)
@@ -118,7 +120,8 @@ def score_flight(job: tuple) -> dict:
                 interp = cv2.INTER_AREA if x1 - x0 > size else cv2.INTER_LINEAR
                 straight[box] = [cv2.resize(s, (size, size), interpolation=interp), None]
         pre = np.stack(pre)
-        gw = cap.engine.encode(pre, np.stack(post_w)).gate_prob
+        enc = cap.engine.encode(pre, np.stack(post_w))
+        gw = enc.gate_prob
         gt = cap.engine.encode(pre, np.stack(post_t)).gate_prob
         todo = [j for j, (box, _) in enumerate(tiles) if straight[box][1] is None]
         if todo:
@@ -129,7 +132,7 @@ def score_flight(job: tuple) -> dict:
             x0, y0, x1, y1 = box
             frac = -1.0 if mask is None else float(mask[y0:y1, x0:x1].mean())
             rows.append((i, *box, cover, float(gw[j]), float(gt[j]), straight[box][1], frac, vp.blur,
-                         err, reg.correlation, pregate_score(pre[j], post_w[j])))
+                         err, reg.correlation, pregate_score(pre[j], post_w[j]), *mask_bbox(enc.mask[j], box)))
     regions = []
     if mask is not None:
         n_comp, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
@@ -154,7 +157,7 @@ def score_flight(job: tuple) -> dict:
 
 
 ROW = ("frame", "x0", "y0", "x1", "y1", "cover", "warp", "true", "straight", "changed_frac", "blur", "reg_err",
-       "correlation", "pregate")
+       "correlation", "pregate", "mx0", "my0", "mx1", "my1")
 
 
 def main(argv=None) -> None:

@@ -14,11 +14,11 @@ resolution at the map's, `edgecc.sensors.tile_for_gsd`; stride half a tile); up 
 least observed first, go through a cheap pixel pre-gate (no model call below it) and then the model's change gate in
 one batch. The gate score of one real frame is noisy (blur, brightness drift, residual misregistration), and a
 drone sees each tile in many frames, so the decision is per tile over the frames that saw it (`TileEvidence`): a
-tile makes one event when the mean gate logit of at least `min_obs` observations reaches the threshold; a tile next
-to one that fired recently is the same change (`debounced`). Only then does the decoder run (the caption of that
-tile); a decoder that says "no change" vetoes the event (`decoder_veto`). Every processed, registered frame ends in
-one of: pregate_skip, gate_negative, evidence_pending, debounced, decoder_veto, event_frames. A frame that fails
-anywhere is logged and skipped (`read_errors`, `process_errors`).
+tile makes one event when the mean gate logit of at least `min_obs` observations reaches the threshold; a tile whose
+changed box (the mask's cells) overlaps one that fired recently is the same change (`debounced`). Only then does the
+decoder run (the caption of that tile); a decoder that says "no change" vetoes the event (`decoder_veto`). Every
+processed, registered frame ends in one of: pregate_skip, gate_negative, evidence_pending, debounced, decoder_veto,
+event_frames. A frame that fails anywhere is logged and skipped (`read_errors`, `process_errors`).
 
 Reference: a map of any size (`ReferenceMap`: GeoTIFF by windows, PNG decoded once), registered to across dates
 (`Registrar`: track, telemetry prior or global search, then gradient ECC). With the split encoder a map tile's trunk
@@ -71,8 +71,9 @@ class WatchOptions:
     tiles_per_frame: map tiles scored per frame (least observed first), in one model batch.
     gsd: the map's metres per pixel; None: from a georeferenced map in a metric CRS, else the model's own.
     mask_threshold: mask cells at or above this make the event's bbox.
-    debounce_frames / debounce_iou: a tile overlapping (IoU) a tile that fired within this many processed frames is
-        the same change (counted, no line); a tile unseen for longer starts a new pass and may fire again.
+    debounce_frames / debounce_iou: a tile whose changed box overlaps (IoU) the changed box of a tile that fired
+        within this many processed frames is the same change (counted, no line); a tile unseen for longer starts a
+        new pass and may fire again.
     max_frames: stop after this many source frames (None: until the source ends or a signal).
     replay: True: never drop, the reader waits for the loop. False: latest-frame-wins. None (default): False for
         live sources (camera, stream, followed folder), True for files (a file is not live: nothing is gained by
@@ -393,7 +394,10 @@ class Monitor:
         c["model_calls"] += 1
         c["tiles_scored"] += len(tiles)
         clock = c["frames_processed"]  # the evidence's clock: frames processed (source indices jump with --every)
-        verdicts = [self.evidence.observe(t[0], g.change_score, clock) for t, g in zip(tiles, gates)]
+        # each tile's changed box (the mask's cells): what debouncing compares with the changes that fired recently
+        regions = [mask_bbox(g.mask, t[0], o.mask_threshold) if g.mask is not None else t[0]
+                   for t, g in zip(tiles, gates)]
+        verdicts = [self.evidence.observe(t[0], g.change_score, clock, r) for t, g, r in zip(tiles, gates, regions)]
         c["tiles_debounced"] += verdicts.count("debounced")
         fired = [j for j, v in enumerate(verdicts) if v == "fire"]
         if not fired:
@@ -410,9 +414,7 @@ class Monitor:
                 c["tiles_decoder_veto"] += 1
                 continue
             lat["decode"].add(dec_ms)
-            mask = gates[j].mask
-            bbox = mask_bbox(mask, box, o.mask_threshold) if mask is not None else box
-            events.append(self._event(frame, reg, source_name, writer, box, bbox, cap.text,
+            events.append(self._event(frame, reg, source_name, writer, box, regions[j], cap.text,
                                       self.evidence.evidence(box), (pre, post),
                                       {"queue": round((t0 - frame.t_arrival) * 1e3, 2),
                                        "register": round((t1 - t0) * 1e3, 2), "pregate": round((t2 - t1) * 1e3, 2),
