@@ -15,7 +15,7 @@ import pytest
 
 from edgecc.sensors import tile_for_gsd
 from edgecc.stream import Frame, Monitor, ReferenceMap, WatchOptions
-from edgecc.stream.evidence import CLIP, TileEvidence, logit
+from edgecc.stream.evidence import CLIP, TileEvidence, WatchRule, logit
 from edgecc.stream.monitor import watch_rule
 from edgecc.stream.register import Registrar, Registration
 
@@ -23,7 +23,7 @@ A, B, FAR = (0, 0, 64, 64), (32, 0, 96, 64), (500, 500, 564, 564)  # B overlaps 
 
 
 def test_a_tile_fires_once_its_mean_logit_reaches_the_threshold_after_min_obs():
-    ev = TileEvidence(threshold=0.8, min_obs=3)
+    ev = TileEvidence(WatchRule(threshold=0.8, min_obs=3))
     assert [ev.observe(A, 0.9, f) for f in (1, 2)] == ["pending", "pending"]
     assert ev.observe(A, 0.9, 3) == "fire" and ev.count(A) == 3
     assert ev.evidence(A) == pytest.approx(0.9)
@@ -31,25 +31,36 @@ def test_a_tile_fires_once_its_mean_logit_reaches_the_threshold_after_min_obs():
 
 
 def test_one_confident_frame_does_not_outvote_the_others():
-    ev = TileEvidence(threshold=0.8, min_obs=3)
+    ev = TileEvidence(WatchRule(threshold=0.8, min_obs=3))
     verdicts = [ev.observe(A, p, f) for f, p in enumerate((0.999, 0.3, 0.3))]
     assert verdicts == ["pending", "below", "below"]
     mean = (CLIP + 2 * logit(0.3)) / 3  # 0.999's logit (6.9) is capped; uncapped the mean would reach 0.85
     assert ev.evidence(A) == pytest.approx(1 / (1 + math.exp(-mean)))
 
 
+def test_frames_that_saw_a_tile_in_part_weigh_less():
+    ev = TileEvidence(WatchRule(threshold=0.8, min_obs=2, cover_power=4.0))
+    assert ev.observe(A, 0.1, 1, cover=0.5) == "below"  # half in view: most of it filled from the map
+    assert ev.observe(A, 0.95, 2, cover=1.0) == "fire"  # weights 1/16 and 1: the whole view decides
+    flat = TileEvidence(WatchRule(threshold=0.8, min_obs=2))
+    flat.observe(A, 0.1, 1, cover=0.5)
+    assert flat.observe(A, 0.95, 2, cover=1.0) == "below"
+    with pytest.raises(ValueError):
+        WatchRule(cover_power=-1.0)
+
+
 def test_neighbours_of_a_fired_tile_are_the_same_change_until_the_hold_passes():
-    ev = TileEvidence(threshold=0.5, min_obs=1, hold=10)
+    ev = TileEvidence(WatchRule(threshold=0.5, min_obs=1), hold=10)
     assert ev.observe(A, 0.9, 5) == "fire"
     assert ev.observe(B, 0.9, 5) == "debounced"  # same frame, overlapping tile
     assert ev.observe(FAR, 0.9, 6) == "fire"  # elsewhere: its own event
-    ev2 = TileEvidence(threshold=0.5, min_obs=1, hold=10)
+    ev2 = TileEvidence(WatchRule(threshold=0.5, min_obs=1), hold=10)
     ev2.observe(A, 0.9, 5)
     assert ev2.observe(B, 0.9, 30) == "fire"  # A fired 25 frames earlier: past the hold
 
 
 def test_a_tile_unseen_longer_than_the_hold_starts_a_new_pass_and_memory_stays_bounded():
-    ev = TileEvidence(threshold=0.5, min_obs=2, hold=10)
+    ev = TileEvidence(WatchRule(threshold=0.5, min_obs=2), hold=10)
     ev.observe(A, 0.9, 0)
     assert ev.observe(A, 0.9, 1) == "fire"
     assert ev.observe(A, 0.9, 50) == "pending"  # a later flight over it: counted afresh
@@ -62,7 +73,7 @@ def test_a_tile_unseen_longer_than_the_hold_starts_a_new_pass_and_memory_stays_b
 
 
 def test_least_observed_tiles_are_scored_first():
-    ev = TileEvidence(threshold=0.5)
+    ev = TileEvidence(WatchRule(threshold=0.5))
     ev.observe(A, 0.1, 0)
     ev.observe(A, 0.1, 1)
     ev.observe(B, 0.1, 1)
@@ -126,13 +137,13 @@ def test_watch_rule_comes_from_options_then_the_bundle(tiny_bundle):
     import edgecc
 
     cap = edgecc.load(tiny_bundle)
-    assert watch_rule(cap, WatchOptions()) == (cap.gate_threshold, 1, CLIP)  # no watch rule in the bundle
+    assert watch_rule(cap, WatchOptions()) == WatchRule(cap.gate_threshold, 1)  # no watch rule in the bundle
     m = json.loads(json.dumps(cap.bundle.manifest))
-    m["gate"] = {**m.get("gate", {}), "watch": {"threshold": 0.85, "min_obs": 5, "clip": 2.0}}
+    m["gate"] = {**m.get("gate", {}), "watch": {"threshold": 0.85, "min_obs": 5, "clip": 2.0, "cover_power": 4.0}}
     ruled = dataclasses.replace(cap, bundle=dataclasses.replace(cap.bundle, manifest=m))
-    assert watch_rule(ruled, WatchOptions()) == (0.85, 5, 2.0)
-    assert watch_rule(ruled, WatchOptions(gate_threshold=0.6, min_obs=2)) == (0.6, 2, 2.0)
-    assert watch_rule(dataclasses.replace(ruled, threshold=0.7), WatchOptions()) == (0.7, 5, 2.0)
+    assert watch_rule(ruled, WatchOptions()) == WatchRule(0.85, 5, 2.0, 4.0)
+    assert watch_rule(ruled, WatchOptions(gate_threshold=0.6, min_obs=2)) == WatchRule(0.6, 2, 2.0, 4.0)
+    assert watch_rule(dataclasses.replace(ruled, threshold=0.7), WatchOptions()) == WatchRule(0.7, 5, 2.0, 4.0)
     with pytest.raises(ValueError, match="probability"):
         WatchOptions(gate_threshold=1.5)
 

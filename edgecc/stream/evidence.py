@@ -1,13 +1,14 @@
 """Change evidence per map tile, gathered over the frames that see it: one event per changed tile and pass.
 
 Example:
-    >>> ev = TileEvidence(threshold=0.9, min_obs=3)
+    >>> ev = TileEvidence(WatchRule(threshold=0.9, min_obs=3))
     >>> ev.observe((0, 0, 256, 256), 0.95, frame=10)      # -> "pending" (1 of 3 observations)
     >>> ev.order([(0, 0, 256, 256), (128, 0, 384, 256)])  # least observed first: which tiles to score next
 
 A single frame's gate score on real imagery is noisy (motion blur, brightness drift, residual misregistration, a
 tile only partly in view); a drone sees each map tile in many frames. A tile's evidence is the mean gate logit of
-its observations in the current pass, each capped at +-`clip` so that one extreme frame cannot outvote the others.
+its observations in the current pass, each capped at +-`clip` so that one extreme frame cannot outvote the others,
+and weighted by how much of the tile the frame covered (`cover_power`).
 The tile fires once, when it has at least `min_obs` observations and the mean reaches logit(threshold). A tile whose
 changed region (the mask's box; the tile by default) overlaps (IoU >= `iou`) the region of a tile that fired within
 `hold` frames is the same change: it is marked fired without an event ("debounced"). Measured on the flights, the
@@ -15,8 +16,8 @@ mask's box reports the houses of a new street in neighbouring tiles where the ti
 (recall 0.36 -> 0.41 at the same false events). A tile unseen for more than `hold` frames starts a new pass (a later
 flight over it may report it again). Memory is bounded: only tiles seen within `hold` frames are kept.
 
-The rule's threshold and min_obs are chosen on validation flights, judged on a held-out dataset
-(`benchmarks/fit_watch_rule.py`), and shipped in the bundle's manifest ("gate" "watch").
+The rule (`WatchRule`) is chosen on validation flights, judged on a held-out dataset (`benchmarks/fit_watch_rule.py`),
+and shipped in the bundle's manifest ("gate" "watch").
 """
 
 from __future__ import annotations
@@ -35,10 +36,35 @@ def logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
+@dataclass(frozen=True)
+class WatchRule:
+    """When a tile's frames add up to a change.
+
+    Attributes:
+        threshold: the weighted mean gate probability (through the logit) a tile's observations must reach.
+        min_obs: observations a tile needs before it can fire.
+        clip: |logit| cap of one observation.
+        cover_power: an observation weighs (fraction of the tile the frame covered) ** cover_power: a tile seen only
+            in part is filled from the map there and reads less changed than it is (0: all frames weigh the same).
+    """
+
+    threshold: float = 0.5
+    min_obs: int = 1
+    clip: float = CLIP
+    cover_power: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"the change threshold is a probability in [0, 1], got {self.threshold}")
+        if self.min_obs < 1 or self.clip <= 0 or self.cover_power < 0:
+            raise ValueError(f"min_obs >= 1, clip > 0 and cover_power >= 0, got {self}")
+
+
 @dataclass
 class _Tile:
     n: int = 0
-    total: float = 0.0  # sum of gate logits
+    weight: float = 0.0  # sum of the observations' weights
+    total: float = 0.0  # weighted sum of gate logits
     last: int = 0  # frame index of the last observation
     fired: int | None = None  # frame it fired (or was debounced) at, this pass
     region: tuple | None = None  # the changed box it fired on (map px)
@@ -47,15 +73,13 @@ class _Tile:
 class TileEvidence:
     """Per-tile gate evidence; `observe` says "fire", "debounced", "repeat", "pending" or "below" for one score.
 
-    fire: the tile's evidence reached the threshold (an event); debounced: it did, next to a tile that fired within
-    `hold` frames; repeat: the tile already fired this pass; pending: this score is at or above the threshold but the
-    tile has fewer than `min_obs` observations; below: otherwise."""
+    fire: the tile's evidence reached the threshold (an event); debounced: it did, where a tile that fired within
+    `hold` frames changed; repeat: the tile already fired this pass; pending: this score is at or above the threshold
+    but the tile has fewer than `min_obs` observations; below: otherwise."""
 
-    def __init__(self, threshold: float, min_obs: int = 1, hold: int = 30, iou: float = 0.2, clip: float = CLIP):
-        if min_obs < 1:
-            raise ValueError(f"min_obs must be >= 1, got {min_obs}")
-        self.threshold, self.min_obs, self.hold, self.iou, self.clip = threshold, min_obs, hold, iou, clip
-        self._th = logit(threshold) if threshold > 0 else -math.inf
+    def __init__(self, rule: WatchRule, hold: int = 30, iou: float = 0.2):
+        self.rule, self.hold, self.iou = rule, hold, iou
+        self._th = logit(rule.threshold) if rule.threshold > 0 else -math.inf
         self.tiles: dict[tuple, _Tile] = {}
 
     def count(self, box: tuple) -> int:
@@ -67,23 +91,26 @@ class TileEvidence:
         return sorted(boxes, key=self.count)
 
     def evidence(self, box: tuple) -> float | None:
-        """Mean gate probability of the box's observations this pass (through the mean logit), None if unseen."""
+        """Weighted mean gate probability of the box's observations this pass (through the logit), None if unseen."""
         t = self.tiles.get(box)
-        return None if t is None or not t.n else 1 / (1 + math.exp(-t.total / t.n))
+        return None if t is None or not t.weight else 1 / (1 + math.exp(-t.total / t.weight))
 
-    def observe(self, box: tuple, score: float, frame: int, region: tuple | None = None) -> str:
+    def observe(self, box: tuple, score: float, frame: int, region: tuple | None = None, cover: float = 1.0) -> str:
         """One gate score of tile `box` at `frame`; `region`: the changed box inside it (map px; default the tile),
-        which debouncing compares with the regions that fired recently."""
+        which debouncing compares with the regions that fired recently; `cover`: the fraction of the tile in view."""
+        r = self.rule
         self._expire(frame)
         t = self.tiles.get(box)
         if t is None or frame - t.last > self.hold:  # first sight, or a new pass over it
             t = self.tiles[box] = _Tile()
-        t.n, t.total, t.last = t.n + 1, t.total + min(max(logit(score), -self.clip), self.clip), frame
+        w = max(cover, 1e-3) ** r.cover_power
+        t.n, t.weight, t.last = t.n + 1, t.weight + w, frame
+        t.total += w * min(max(logit(score), -r.clip), r.clip)
         if t.fired is not None:
             return "repeat"
-        if t.n < self.min_obs:
-            return "pending" if score >= self.threshold else "below"
-        if t.total / t.n < self._th:
+        if t.n < r.min_obs:
+            return "pending" if score >= r.threshold else "below"
+        if t.total / t.weight < self._th:
             return "below"
         t.fired, t.region = frame, tuple(region or box)
         if any(o.fired is not None and frame - o.fired <= self.hold and self.same(o.region, t.region)

@@ -48,7 +48,7 @@ import numpy as np
 from ..geo import to_map
 from ..sensors import grid_gsd, tile_for_gsd
 from .events import ChangeEvent, EventWriter, bbox_polygon, mask_bbox
-from .evidence import CLIP, TileEvidence
+from .evidence import CLIP, TileEvidence, WatchRule
 from .refcache import CachedReferenceEngine
 from .refmap import ReferenceMap, to_wgs84
 from .register import RegisterOptions, Registrar, pregate_score
@@ -231,9 +231,9 @@ def _models(captioner, cache: bool, capacity: int):
     return dataclasses.replace(captioner, threshold=2.0), dataclasses.replace(captioner, threshold=0.0), engine
 
 
-def watch_rule(captioner, options: WatchOptions) -> tuple[float, int, float]:
-    """(evidence threshold, min_obs, logit cap): the options', else the bundle's watch rule (manifest "gate" "watch",
-    chosen on validation flights), else the captioner's single-pair threshold, one observation, the default cap."""
+def watch_rule(captioner, options: WatchOptions) -> WatchRule:
+    """The options' threshold and min_obs, else the bundle's watch rule (manifest "gate" "watch", chosen on
+    validation flights), else the captioner's single-pair threshold and one observation."""
     rule, base = {}, getattr(captioner, "gate_threshold", 0.5)
     if dataclasses.is_dataclass(captioner):
         rule = captioner.bundle.manifest.get("gate", {}).get("watch", {})
@@ -241,7 +241,7 @@ def watch_rule(captioner, options: WatchOptions) -> tuple[float, int, float]:
             rule = {k: v for k, v in rule.items() if k != "threshold"}
     threshold = options.gate_threshold if options.gate_threshold is not None else float(rule.get("threshold", base))
     min_obs = int(options.min_obs if options.min_obs is not None else rule.get("min_obs", 1))
-    return threshold, min_obs, float(rule.get("clip", CLIP))
+    return WatchRule(threshold, min_obs, float(rule.get("clip", CLIP)), float(rule.get("cover_power", 0.0)))
 
 
 class Monitor:
@@ -261,8 +261,8 @@ class Monitor:
         # one-off crops (off the map grid) bypass the cache
         self._uncached = (self.scorer, self.decoder) if self.cache is None else tuple(
             replace(m, engine=self.cache.engine) for m in (self.scorer, self.decoder))
-        self.threshold, self.min_obs, clip = watch_rule(captioner, options)
-        self.evidence = TileEvidence(self.threshold, self.min_obs, options.debounce_frames, options.debounce_iou, clip)
+        self.rule = watch_rule(captioner, options)
+        self.evidence = TileEvidence(self.rule, options.debounce_frames, options.debounce_iou)
         self.gsd = options.gsd or grid_gsd(reference.transform, reference.crs)
         self.ref_transform, self.ref_crs = reference.transform, reference.crs
         self.telemetry = None
@@ -349,19 +349,19 @@ class Monitor:
                         frame.index)
         return reg
 
-    def _tiles(self, reg) -> list[tuple[tuple[int, int, int, int], bool]]:
-        """-> [(box, on_grid)] to score: up to `tiles_per_frame` map grid tiles the frame covers at least
-        `min_tile_cover` of, least observed first, then best covered; else the frame's own box (a one-off crop: it
-        bypasses the reference cache, where it would only evict grid tiles)."""
+    def _tiles(self, reg) -> list[tuple[tuple[int, int, int, int], bool, float]]:
+        """-> [(box, on_grid, fraction covered)] to score: up to `tiles_per_frame` map grid tiles the frame covers at
+        least `min_tile_cover` of, least observed first, then best covered; else the frame's own box (a one-off crop:
+        it bypasses the reference cache, where it would only evict grid tiles)."""
         if self._grid is None:  # fixed by the first frame: the model's ground cover, or less for small views
             short = min(reg.frame_shape) * float(np.sqrt(abs(np.linalg.det(reg.homography[:2, :2]))))
             side = self.options.tile or tile_for_gsd(self.size, self.gsd)
             self._grid = side if self.options.tile or short >= side else max(64, int(short * 0.8) // 16 * 16)
-        boxes = [b for b, _ in self.registrar.tiles(reg, self._grid, self.options.min_tile_cover)]
-        if not boxes:
+        cover = dict(self.registrar.tiles(reg, self._grid, self.options.min_tile_cover))
+        if not cover:
             self.stats.counters["uncached_pairs"] += 1
-            return [(reg.bbox, False)]
-        return [(b, True) for b in self.evidence.order(boxes)[: self.options.tiles_per_frame]]
+            return [(reg.bbox, False, 1.0)]
+        return [(b, True, cover[b]) for b in self.evidence.order(list(cover))[: self.options.tiles_per_frame]]
 
     def process(self, frame: Frame, source_name: str, writer: EventWriter | None) -> list[ChangeEvent]:
         """Run one frame through the pipeline; returns the events written (most often none, at most one a tile)."""
@@ -376,11 +376,11 @@ class Monitor:
         lat["register"].add((t1 - t0) * 1e3)
         if reg is None:
             return []
-        tiles = []  # (box, on_grid, pre, post): uint8 [S,S,3] x2, the map and the registered frame in box
-        for box, on_grid in self._tiles(reg):
+        tiles = []  # (box, on_grid, pre, post, cover): pre/post uint8 [S,S,3], the map and the registered frame in box
+        for box, on_grid, cover in self._tiles(reg):
             pre, post = self.registrar.pair(frame.image, reg, self.size, box)
             if pregate_score(pre, post) >= o.pregate_threshold:
-                tiles.append((box, on_grid, pre, post))
+                tiles.append((box, on_grid, pre, post, cover))
         t2 = time.monotonic()
         lat["pregate"].add((t2 - t1) * 1e3)
         if not tiles:
@@ -397,7 +397,8 @@ class Monitor:
         # each tile's changed box (the mask's cells): what debouncing compares with the changes that fired recently
         regions = [mask_bbox(g.mask, t[0], o.mask_threshold) if g.mask is not None else t[0]
                    for t, g in zip(tiles, gates)]
-        verdicts = [self.evidence.observe(t[0], g.change_score, clock, r) for t, g, r in zip(tiles, gates, regions)]
+        verdicts = [self.evidence.observe(t[0], g.change_score, clock, r, t[4])
+                    for t, g, r in zip(tiles, gates, regions)]
         c["tiles_debounced"] += verdicts.count("debounced")
         fired = [j for j, v in enumerate(verdicts) if v == "fire"]
         if not fired:
@@ -406,7 +407,7 @@ class Monitor:
             return []
         events = []
         for j in fired:
-            box, on_grid, pre, post = tiles[j]
+            box, on_grid, pre, post, _ = tiles[j]
             t4 = time.monotonic()
             cap = (self.decoder if on_grid else self._uncached[1]).caption_batch(pre[None], post[None])[0]
             dec_ms = cap.timings_ms.get("decode", (time.monotonic() - t4) * 1e3)
