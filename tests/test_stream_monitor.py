@@ -324,6 +324,7 @@ def test_sigterm_mid_stream_stops_cleanly_with_events_and_stats(tiny_bundle, fli
     assert text.endswith("\n") and all(json.loads(x)["caption"] for x in text.splitlines())
     stats = json.loads(out.strip().splitlines()[-1], parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert stats["counters"]["events"] == len(text.splitlines()) >= 1
+    assert stats["rule"]["threshold"] == 0.0 and stats["rule"]["min_obs"] == 1  # the rule in effect, as given
 
 
 def test_cli_watch_registration_options(tiny_bundle, flight, tmp_path):

@@ -160,16 +160,19 @@ class WatchStats:
     latency: dict = field(default_factory=lambda: {s: Histogram() for s in (*STAGES, "total")})
     wall_s: float = 0.0
     source_error: str | None = None
+    rule: dict | None = None  # the watch rule in effect (WatchRule as a dict)
 
     def as_dict(self) -> dict:
         return {"counters": dict(self.counters), "latency_ms": {k: h.summary() for k, h in self.latency.items()},
                 "wall_s": self.wall_s, "input_fps": self.counters["frames_read"] / self.wall_s if self.wall_s else 0,
-                "source_error": self.source_error}
+                "source_error": self.source_error, "rule": self.rule}
 
 
 def format_stats(stats: WatchStats) -> str:
     d = stats.as_dict()
     lines = [f"watch: {d['wall_s']:.1f} s, input {d['input_fps']:.1f} fps"]
+    if d["rule"]:
+        lines.append("  rule: " + ", ".join(f"{k} {v:g}" for k, v in d["rule"].items()))
     lines += [f"  {k:<28}{v}" for k, v in sorted(d["counters"].items())]
     lines.append(f"  {'stage':<10}{'n':>7}{'mean':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}  (ms)")
     for k, s in d["latency_ms"].items():
@@ -274,7 +277,7 @@ class Monitor:
                 log.warning("%s: the reference is not georeferenced: the telemetry %s cannot be used",
                             reference.name, options.telemetry)
                 self.telemetry = None
-        self.stats = WatchStats()
+        self.stats = WatchStats(rule=dataclasses.asdict(self.rule))
         self._last_shape: tuple | None = None
         self._grid: int | None = None  # map px per side of the model's map tiles
         self._next_report = time.monotonic() + options.report_every_s if options.report_every_s > 0 else math.inf
