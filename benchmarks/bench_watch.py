@@ -119,7 +119,7 @@ def run(args) -> dict:
 
     def on_segment(seg):  # the drone flies to the next area: its reference (and debounce memory) swap in
         mon.registrar = registrars[id(seg)]
-        mon._regions.clear()
+        mon.evidence.tiles.clear()
 
     rss: dict[int, float] = {}
     src = FlightSource(segs, n, args.fps, args.soak, on_segment, rss)
@@ -161,7 +161,7 @@ def main(argv=None) -> None:
     p.add_argument("--scenes", type=int, default=3)
     p.add_argument("--every", type=int, default=1)
     p.add_argument("--deadline-ms", type=float, default=None)
-    p.add_argument("--gate-threshold", type=float, default=None, help="override the bundle's gate (0: always open)")
+    p.add_argument("--gate-threshold", type=float, default=None, help="override the watch rule's evidence threshold (0: always open)")
     p.add_argument("--soak", action="store_true", help="10,000 frames with injected faults; reports RSS growth")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np  # noqa: F401
@@ -38,16 +39,17 @@ def simulate(fl: dict, threshold: float, min_obs: int, tiles: int, clip: float =
     by_frame: dict[int, list] = {}
     for r in fl["rows"]:
         by_frame.setdefault(r[c["frame"]], []).append(r)
-    ev = TileEvidence(WatchRule(threshold, min_obs, clip, cover_power), hold)
+    ev = TileEvidence(WatchRule(threshold, min_obs, clip, cover_power, tiles), hold)
+    clock = {f[0]: n + 1 for n, f in enumerate(fl["frames"])}  # the monitor's clock: frames processed
     events = []
     for i in sorted(by_frame):
         best_first = sorted(by_frame[i], key=lambda r: -r[c["cover"]])
         rows = {tuple(r[1:5]): r for r in best_first if r[c["cover"]] >= min_cover}
-        for box in ev.order(list(rows))[:tiles]:
+        for box in ev.order(list(rows), clock[i])[:tiles]:
             if rows[box][c["pregate"]] < pregate:  # the monitor's pixel pre-gate: no model call
                 continue
             region = tuple(rows[box][c["mx0"]:c["my1"] + 1]) if "mx0" in c else None  # the mask's changed box
-            if ev.observe(box, rows[box][c[column]], i, region, rows[box][c["cover"]]) == "fire":
+            if ev.observe(box, rows[box][c[column]], clock[i], region, rows[box][c["cover"]]) == "fire":
                 events.append((i, region or box))
     unchanged = {f[0] for f in fl["frames"] if f[4]}
     regions = [g for g in fl["regions"] if g["seen_by"]]
@@ -90,6 +92,7 @@ def main(argv=None) -> None:
     datasets = sorted({f["dataset"] for f in fls})
     keys = list(itertools.product((0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95), (3, 5, 8, 12), (2.0, CLIP),
                                   (0.0, 2.0, 4.0)))  # threshold, min_obs, clip, cover_power
+    keys = [k for k in keys if k[0] <= 1 / (1 + math.exp(-k[2]))]  # reachable: the evidence is capped at sigmoid(clip)
     rule = lambda k: dict(threshold=k[0], min_obs=k[1], clip=k[2], cover_power=k[3], tiles=a.tiles)  # noqa: E731
     per = {ds: {k: score([f for f in fls if f["dataset"] == ds], rule(k), row) for k in keys} for ds in datasets}
 
@@ -136,7 +139,7 @@ def main(argv=None) -> None:
         m = json.loads(mpath.read_text())
         m["gate"]["watch"] = {
             "threshold": ship[0], "min_obs": ship[1], "clip": ship[2], "cover_power": ship[3],
-            "tiles_per_frame": a.tiles,
+            "tiles_per_frame": a.tiles, "hold_frames": 30, "debounce_iou": 0.2,
             "rule": "a map tile makes one event when the mean of its frames' gate logits (each capped at +-clip, "
                     "weighted by the covered fraction ** cover_power) reaches logit(threshold) after min_obs frames "
                     "(edgecc/stream/evidence.py)",

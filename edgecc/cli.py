@@ -462,7 +462,8 @@ def watch(
                                            "bundle's watch rule)."),
     min_obs: int | None = typer.Option(None, "--min-obs", help="Frames that must see a tile before it can make an "
                                        "event (default: the bundle's watch rule)."),
-    tiles_per_frame: int = typer.Option(8, "--tiles-per-frame", help="Map tiles scored per frame, least seen first."),
+    tiles_per_frame: int | None = typer.Option(None, "--tiles-per-frame", help="Map tiles scored per frame, least "
+                                               "seen first (default: the bundle's watch rule, 8)."),
     gsd: float | None = typer.Option(None, "--gsd", help="The reference's metres per pixel (default: from a "
                                      "georeferenced map; sets the tile size the model sees)."),
     min_overlap: float = typer.Option(0.5, "--min-overlap", help="Skip frames less than this fraction inside the map."),

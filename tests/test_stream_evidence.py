@@ -162,3 +162,54 @@ def test_pair_on_a_coarse_map_is_one_resampling_of_the_frame():
     assert pre.shape == post.shape == (256, 256, 3)
     diff = np.abs(pre.astype(int) - post.astype(int))
     assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 4
+
+
+def test_a_threshold_the_capped_evidence_cannot_reach_is_refused():
+    with pytest.raises(ValueError, match="can never be reached"):
+        WatchRule(threshold=0.9, clip=2.0)  # the evidence is at most sigmoid(2) = 0.881
+    assert WatchRule(threshold=1.0, clip=2.0).threshold == 1.0  # 1 closes the gate on purpose
+
+
+def test_a_vetoed_fire_is_taken_back():
+    ev = TileEvidence(WatchRule(threshold=0.5, min_obs=1), hold=10)
+    assert ev.observe(A, 0.9, 1) == "fire"
+    ev.unfire(A)  # the decoder said "no change"
+    assert ev.observe(B, 0.9, 1) == "fire"  # A no longer debounces its neighbour
+    ev2 = TileEvidence(WatchRule(threshold=0.5, min_obs=1), hold=10)
+    ev2.observe(A, 0.9, 1)
+    ev2.unfire(A)
+    assert ev2.observe(A, 0.9, 2) == "fire"  # and may fire again itself
+
+
+class VetoDouble(GateDouble):
+    """MODEL DOUBLE (not a model): the gate says 0.9 everywhere, the decoder "no change" (the monitor reads only the
+    scorer's change_score, and only the decoder's `changed`)."""
+
+    def caption_batch(self, pre, post):
+        return [dataclasses.replace(c, changed=False) for c in super().caption_batch(pre, post)]
+
+
+def test_frames_off_the_grid_add_up_and_vetoes_report_nothing():
+    scene = make_flight.render_scene(320, seed=1)[0]
+    opts = WatchOptions(min_obs=3, min_tile_cover=1.01, replay=True, pregate_threshold=0.0)  # no grid tile qualifies
+    mon = Monitor(GateDouble(0.9), scene, opts)
+    events = [e for f in _frames(scene, 12) for e in mon.process(f, "test", None)]
+    c = mon.stats.counters
+    assert c["uncached_pairs"] == c["model_calls"] >= 10 and events and events[0].observations >= 3
+    vetoed = Monitor(VetoDouble(0.9), scene, WatchOptions(min_obs=1, tiles_per_frame=1, replay=True,
+                                                          pregate_threshold=0.0))
+    assert not [e for f in _frames(scene, 6) for e in vetoed.process(f, "test", None)]
+    assert vetoed.stats.counters["decoder_veto"] >= 1 and vetoed.stats.counters["already_reported"] == 0
+
+
+def test_pair_on_a_coarse_map_has_no_seam_at_the_frames_edge():
+    scene = make_flight.render_scene(320, seed=2)[0]
+    reg_ = Registrar(scene)
+    x0, y0 = 50, 70
+    frame = np.ascontiguousarray(scene[y0:y0 + 150, x0:x0 + 150])
+    h = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1.0]])
+    reg = Registration(True, homography=h, bbox=(x0, y0, x0 + 150, y0 + 150), frame_shape=frame.shape[:2])
+    box = (x0 + 100, y0 + 20, x0 + 185, y0 + 105)  # the frame covers 50 of the box's 85 columns
+    pre, post = reg_.pair(frame, reg, 256, box)
+    diff = np.abs(pre.astype(int) - post.astype(int)).mean(axis=(0, 2))  # per model column
+    assert diff.max() < 4.0, int(np.argmax(diff))

@@ -49,7 +49,7 @@ def test_video_to_jsonl_with_tiny_bundle(tiny, flight, tmp_path):
     assert c["frames_read"] == 24 and c["dropped"] == 0 and c["process_errors"] == 0
     assert c["pregate_skip"] + c["register_skip_unconfirmed"] == flight.change_at  # unchanged: never the model
     assert c["model_calls"] == 24 - flight.change_at and c["events"] == 1
-    assert c["debounced"] == 24 - flight.change_at - 1
+    assert c["debounced"] + c["already_reported"] == 24 - flight.change_at - 1
     (e,) = _lines(ev)
     assert e["frame"] == flight.change_at and e["caption"] and e["polygon"] is None
     x0, y0, x1, y1 = e["bbox"]
@@ -180,7 +180,8 @@ def test_slow_consumer_drops_and_latest_frame_wins(flight, post_frames, tmp_path
     assert c["frames_read"] == 60 and c["dropped"] > 20
     assert c["dropped"] + len(seen) == 60  # every frame is either processed or counted as dropped
     assert seen == sorted(seen) and seen[-1] == 59  # always the newest frame; the last one is never lost
-    outcomes = ("event_frames", "debounced", "evidence_pending", "gate_negative", "decoder_veto", "pregate_skip")
+    outcomes = ("event_frames", "debounced", "already_reported", "evidence_pending", "gate_negative", "decoder_veto",
+                "pregate_skip")
     assert sum(c[k] for k in outcomes) + sum(v for k, v in c.items() if k.startswith("register_skip")) == len(seen)
     assert c["event_frames"] >= 1 and c["events"] >= c["event_frames"]
 

@@ -46,18 +46,25 @@ class WatchRule:
         clip: |logit| cap of one observation.
         cover_power: an observation weighs (fraction of the tile the frame covered) ** cover_power: a tile seen only
             in part is filled from the map there and reads less changed than it is (0: all frames weigh the same).
+        tiles_per_frame: map tiles scored a frame, least observed first (the rule was chosen at this budget).
     """
 
     threshold: float = 0.5
     min_obs: int = 1
     clip: float = CLIP
     cover_power: float = 0.0
+    tiles_per_frame: int = 8
 
     def __post_init__(self):
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"the change threshold is a probability in [0, 1], got {self.threshold}")
-        if self.min_obs < 1 or self.clip <= 0 or self.cover_power < 0:
-            raise ValueError(f"min_obs >= 1, clip > 0 and cover_power >= 0, got {self}")
+        if self.min_obs < 1 or self.tiles_per_frame < 1 or self.clip <= 0 or not 0 <= self.cover_power <= 16:
+            raise ValueError(f"min_obs >= 1, clip > 0 and 0 <= cover_power <= 16, got {self}")
+        ceiling = 1 / (1 + math.exp(-self.clip))  # the evidence cannot exceed sigmoid(clip); 1.0 closes the gate
+        if ceiling < self.threshold < 1.0:
+            raise ValueError(f"a change threshold of {self.threshold:g} can never be reached: each frame's evidence is "
+                             f"capped at {ceiling:.3f} (clip {self.clip:g}); use at most {ceiling:.3f}, or 1 to "
+                             "report nothing")
 
 
 @dataclass
@@ -82,13 +89,21 @@ class TileEvidence:
         self._th = logit(rule.threshold) if rule.threshold > 0 else -math.inf
         self.tiles: dict[tuple, _Tile] = {}
 
-    def count(self, box: tuple) -> int:
+    def count(self, box: tuple, frame: int | None = None) -> int:
+        """Observations of `box` this pass (0 if its pass ended before `frame`)."""
         t = self.tiles.get(box)
-        return t.n if t is not None else 0
+        return 0 if t is None or (frame is not None and frame - t.last > self.hold) else t.n
 
-    def order(self, boxes: list[tuple]) -> list[tuple]:
+    def order(self, boxes: list[tuple], frame: int | None = None) -> list[tuple]:
         """Boxes sorted least observed first (stable: ties keep the caller's order, e.g. best covered first)."""
-        return sorted(boxes, key=self.count)
+        return sorted(boxes, key=lambda b: self.count(b, frame))
+
+    def unfire(self, box: tuple) -> None:
+        """Take back a fire (the decoder said "no change", or the event could not be written): the tile may fire
+        again this pass and does not debounce its neighbours."""
+        t = self.tiles.get(box)
+        if t is not None:
+            t.fired = t.region = None
 
     def evidence(self, box: tuple) -> float | None:
         """Weighted mean gate probability of the box's observations this pass (through the logit), None if unseen."""
@@ -103,7 +118,7 @@ class TileEvidence:
         t = self.tiles.get(box)
         if t is None or frame - t.last > self.hold:  # first sight, or a new pass over it
             t = self.tiles[box] = _Tile()
-        w = max(cover, 1e-3) ** r.cover_power
+        w = max(cover, 0.05) ** r.cover_power  # >= 1e-21: a weight never underflows to 0
         t.n, t.weight, t.last = t.n + 1, t.weight + w, frame
         t.total += w * min(max(logit(score), -r.clip), r.clip)
         if t.fired is not None:

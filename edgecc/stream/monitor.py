@@ -18,7 +18,7 @@ tile makes one event when the mean gate logit of at least `min_obs` observations
 changed box (the mask's cells) overlaps one that fired recently is the same change (`debounced`). Only then does the
 decoder run (the caption of that tile); a decoder that says "no change" vetoes the event (`decoder_veto`). Every
 processed, registered frame ends in one of: pregate_skip, gate_negative, evidence_pending, debounced, decoder_veto,
-event_frames. A frame that fails anywhere is logged and skipped (`read_errors`, `process_errors`).
+already_reported, event_frames. A frame that fails anywhere is logged and skipped (`read_errors`, `process_errors`).
 
 Reference: a map of any size (`ReferenceMap`: GeoTIFF by windows, PNG decoded once), registered to across dates
 (`Registrar`: track, telemetry prior or global search, then gradient ECC). With the split encoder a map tile's trunk
@@ -68,7 +68,8 @@ class WatchOptions:
     gate_threshold: threshold on a tile's evidence (mean gate probability, through the logit, of its observations);
         None: the bundle's watch threshold (manifest "gate" "watch"), else its single-pair threshold.
     min_obs: observations a tile needs before it can fire; None: the bundle's watch rule, else 1.
-    tiles_per_frame: map tiles scored per frame (least observed first), in one model batch.
+    tiles_per_frame: map tiles scored per frame (least observed first), in one model batch; None: the bundle's
+        watch rule, else 8.
     gsd: the map's metres per pixel; None: from a georeferenced map in a metric CRS, else the model's own.
     mask_threshold: mask cells at or above this make the event's bbox.
     debounce_frames / debounce_iou: a tile whose changed box overlaps (IoU) the changed box of a tile that fired
@@ -94,7 +95,7 @@ class WatchOptions:
     pregate_threshold: float = 0.8
     gate_threshold: float | None = None
     min_obs: int | None = None
-    tiles_per_frame: int = 8
+    tiles_per_frame: int | None = None
     gsd: float | None = None
     mask_threshold: float = 0.5
     debounce_frames: int = 30
@@ -116,7 +117,7 @@ class WatchOptions:
             raise ValueError(f"every must be >= 1, got {self.every}")
         if self.deadline_ms is not None and self.deadline_ms <= 0:
             raise ValueError(f"deadline_ms must be positive, got {self.deadline_ms}")
-        if self.tiles_per_frame < 1 or (self.min_obs is not None and self.min_obs < 1):
+        if any(v is not None and v < 1 for v in (self.tiles_per_frame, self.min_obs)):
             raise ValueError(f"tiles_per_frame and min_obs must be >= 1, got {self.tiles_per_frame}, {self.min_obs}")
         if self.gate_threshold is not None and not 0.0 <= self.gate_threshold <= 1.0:
             raise ValueError(f"the change threshold is a probability in [0, 1], got {self.gate_threshold}")
@@ -231,12 +232,14 @@ def _models(captioner, cache: bool, capacity: int):
     if cache and getattr(captioner.engine, "can_encode_tokens", False):
         engine = CachedReferenceEngine(captioner.engine, capacity)
         captioner = dataclasses.replace(captioner, engine=engine)
-    return dataclasses.replace(captioner, threshold=2.0), dataclasses.replace(captioner, threshold=0.0), engine
+    gated = dataclasses.replace(captioner.options, gate=True)  # the scorer relies on the gate to skip the decoder
+    return (dataclasses.replace(captioner, threshold=2.0, options=gated),
+            dataclasses.replace(captioner, threshold=0.0, options=gated), engine)
 
 
 def watch_rule(captioner, options: WatchOptions) -> WatchRule:
-    """The options' threshold and min_obs, else the bundle's watch rule (manifest "gate" "watch", chosen on
-    validation flights), else the captioner's single-pair threshold and one observation."""
+    """The options' threshold, min_obs and tiles_per_frame, else the bundle's watch rule (manifest "gate" "watch",
+    chosen on validation flights), else the captioner's single-pair threshold and one observation."""
     rule, base = {}, getattr(captioner, "gate_threshold", 0.5)
     if dataclasses.is_dataclass(captioner):
         rule = captioner.bundle.manifest.get("gate", {}).get("watch", {})
@@ -244,7 +247,8 @@ def watch_rule(captioner, options: WatchOptions) -> WatchRule:
             rule = {k: v for k, v in rule.items() if k != "threshold"}
     threshold = options.gate_threshold if options.gate_threshold is not None else float(rule.get("threshold", base))
     min_obs = int(options.min_obs if options.min_obs is not None else rule.get("min_obs", 1))
-    return WatchRule(threshold, min_obs, float(rule.get("clip", CLIP)), float(rule.get("cover_power", 0.0)))
+    tiles = int(options.tiles_per_frame if options.tiles_per_frame is not None else rule.get("tiles_per_frame", 8))
+    return WatchRule(threshold, min_obs, float(rule.get("clip", CLIP)), float(rule.get("cover_power", 0.0)), tiles)
 
 
 class Monitor:
@@ -364,7 +368,16 @@ class Monitor:
         if not cover:
             self.stats.counters["uncached_pairs"] += 1
             return [(reg.bbox, False, 1.0)]
-        return [(b, True, cover[b]) for b in self.evidence.order(list(cover))[: self.options.tiles_per_frame]]
+        clock = self.stats.counters["frames_processed"]
+        return [(b, True, cover[b]) for b in self.evidence.order(list(cover), clock)[: self.rule.tiles_per_frame]]
+
+    def _key(self, box: tuple, on_grid: bool) -> tuple:
+        """The evidence key of a scored box: a grid tile is its own; a frame's own box (off the grid, moving a little
+        every frame) is snapped to the grid so that the frames seeing one place add up."""
+        if on_grid:
+            return box
+        step = max(1, self._grid // 2)
+        return tuple(int(round(v / step)) * step for v in box)
 
     def process(self, frame: Frame, source_name: str, writer: EventWriter | None) -> list[ChangeEvent]:
         """Run one frame through the pipeline; returns the events written (most often none, at most one a tile)."""
@@ -400,40 +413,49 @@ class Monitor:
         # each tile's changed box (the mask's cells): what debouncing compares with the changes that fired recently
         regions = [mask_bbox(g.mask, t[0], o.mask_threshold) if g.mask is not None else t[0]
                    for t, g in zip(tiles, gates)]
-        verdicts = [self.evidence.observe(t[0], g.change_score, clock, r, t[4])
-                    for t, g, r in zip(tiles, gates, regions)]
+        keys = [self._key(t[0], t[1]) for t in tiles]
+        verdicts = [self.evidence.observe(k, g.change_score, clock, r, t[4])
+                    for k, t, g, r in zip(keys, tiles, gates, regions)]
         c["tiles_debounced"] += verdicts.count("debounced")
         fired = [j for j, v in enumerate(verdicts) if v == "fire"]
         if not fired:
-            c["evidence_pending" if "pending" in verdicts else "debounced" if {"debounced", "repeat"} & set(verdicts)
-              else "gate_negative"] += 1
+            c["evidence_pending" if "pending" in verdicts else "debounced" if "debounced" in verdicts
+              else "already_reported" if "repeat" in verdicts else "gate_negative"] += 1
             return []
-        events = []
+        events, write_s = [], 0.0
         for j in fired:
             box, on_grid, pre, post, _ = tiles[j]
             t4 = time.monotonic()
-            cap = (self.decoder if on_grid else self._uncached[1]).caption_batch(pre[None], post[None])[0]
-            dec_ms = cap.timings_ms.get("decode", (time.monotonic() - t4) * 1e3)
-            if not cap.changed:
-                c["tiles_decoder_veto"] += 1
-                continue
-            lat["decode"].add(dec_ms)
-            events.append(self._event(frame, reg, source_name, writer, box, regions[j], cap.text,
-                                      self.evidence.evidence(box), (pre, post),
-                                      {"queue": round((t0 - frame.t_arrival) * 1e3, 2),
-                                       "register": round((t1 - t0) * 1e3, 2), "pregate": round((t2 - t1) * 1e3, 2),
-                                       "encode": round(enc_ms, 2), "decode": round(dec_ms, 2)}))
+            try:
+                cap = (self.decoder if on_grid else self._uncached[1]).caption_batch(pre[None], post[None])[0]
+                dec_ms = cap.timings_ms.get("decode", (time.monotonic() - t4) * 1e3)
+                if not cap.changed:
+                    c["tiles_decoder_veto"] += 1
+                    self.evidence.unfire(keys[j])
+                    continue
+                lat["decode"].add(dec_ms)
+                t5 = time.monotonic()
+                events.append(self._event(frame, reg, source_name, writer, box, regions[j], cap.text,
+                                          self.evidence.evidence(keys[j]), (pre, post),
+                                          {"queue": round((t0 - frame.t_arrival) * 1e3, 2),
+                                           "register": round((t1 - t0) * 1e3, 2),
+                                           "pregate": round((t2 - t1) * 1e3, 2), "encode": round(enc_ms, 2),
+                                           "decode": round(dec_ms, 2)}, keys[j]))
+                write_s += time.monotonic() - t5
+            except Exception:
+                self.evidence.unfire(keys[j])  # not reported: the tile may fire again
+                raise
         c["event_frames" if events else "decoder_veto"] += 1
         t5 = time.monotonic()
         if events:
-            lat["event"].add((t5 - t3) * 1e3)
+            lat["event"].add(write_s * 1e3)
             total = (t5 - frame.t_arrival) * 1e3
             lat["total"].add(total)
             if o.deadline_ms is not None and total > o.deadline_ms:
                 c["deadline_miss"] += 1
         return events
 
-    def _event(self, frame, reg, source_name, writer, box, bbox, text, score, pair, latency) -> ChangeEvent:
+    def _event(self, frame, reg, source_name, writer, box, bbox, text, score, pair, latency, key) -> ChangeEvent:
         polygon, crs = self._polygon(bbox, reg.homography, frame)
         wgs84 = None
         if polygon is not None and crs is not None:
@@ -443,7 +465,7 @@ class Monitor:
             time=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), frame=frame.index,
             source=source_name, frame_name=frame.name, caption=text, change_score=round(score, 4),
             bbox=bbox, polygon=polygon, crs=crs, polygon_wgs84=wgs84, tile=tuple(int(v) for v in box),
-            observations=self.evidence.count(box), latency_ms=latency)
+            observations=self.evidence.count(key), latency_ms=latency)
         if writer is not None:
             total = (time.monotonic() - frame.t_arrival) * 1e3
             ev = writer.write(replace(ev, latency_ms={**latency, "total": round(total, 2)}), *pair)
@@ -471,7 +493,7 @@ class Monitor:
             return None
         skips = {k: v for k, v in c.items() if v and (k.startswith("register_skip_") or k in (
             "read_errors", "stale", "dropped", "pregate_skip", "gate_negative", "evidence_pending", "debounced",
-            "decoder_veto", "process_errors",
+            "already_reported", "decoder_veto", "process_errors",
             "frame_unusable", "frame_size_changed", "telemetry_disagrees", "telemetry_unusable"))}
         ranked = sorted(skips.items(), key=lambda kv: -kv[1])
         why = ", ".join(f"{k.removeprefix('register_skip_')} {v}" for k, v in ranked)

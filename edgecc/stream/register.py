@@ -479,7 +479,8 @@ class Registrar:
         # map px -> model px with cv2.resize's pixel-centre convention: u = s * (x - x0 + 0.5) - 0.5
         t = _shift(-0.5, -0.5) @ np.diag([size / (x1 - x0), size / (y1 - y0), 1.0]) @ _shift(0.5 - x0, 0.5 - y0)
         t = t @ reg.homography
-        warped = cv2.warpPerspective(frame, t, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        # replicated borders: a black border would blend into the edge band, wider than the erosion after enlarging
+        warped = cv2.warpPerspective(frame, t, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         valid = cv2.warpPerspective(np.full(frame.shape[:2], 255, np.uint8), t, (size, size), flags=cv2.INTER_NEAREST)
         pre_t = cv2.resize(ref, (size, size), interpolation=cv2.INTER_LINEAR)
         valid = cv2.erode(valid, np.ones((3, 3), np.uint8)) > 0
