@@ -113,13 +113,14 @@ def run(args) -> dict:
     opts = WatchOptions(gate_threshold=args.gate_threshold, every=args.every, deadline_ms=args.deadline_ms,
                         debounce_frames=args.segment)
     mon = Monitor(cap, segs[0]["reference"], opts)
+    from edgecc.stream.evidence import TileEvidence
     from edgecc.stream.register import Registrar
 
     registrars = {id(s): Registrar(s["reference"], opts.register) for s in segs}  # reference features once each
 
     def on_segment(seg):  # the drone flies to the next area: its reference (and debounce memory) swap in
         mon.registrar = registrars[id(seg)]
-        mon.evidence.tiles.clear()
+        mon.evidence = TileEvidence(mon.rule, opts.debounce_frames, opts.debounce_iou)  # a new object: atomic
 
     rss: dict[int, float] = {}
     src = FlightSource(segs, n, args.fps, args.soak, on_segment, rss)
@@ -161,7 +162,8 @@ def main(argv=None) -> None:
     p.add_argument("--scenes", type=int, default=3)
     p.add_argument("--every", type=int, default=1)
     p.add_argument("--deadline-ms", type=float, default=None)
-    p.add_argument("--gate-threshold", type=float, default=None, help="override the watch rule's evidence threshold (0: always open)")
+    p.add_argument("--gate-threshold", type=float, default=None,
+                   help="override the watch rule's evidence threshold (0: always open)")
     p.add_argument("--soak", action="store_true", help="10,000 frames with injected faults; reports RSS growth")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)

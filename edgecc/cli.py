@@ -463,7 +463,7 @@ def watch(
     min_obs: int | None = typer.Option(None, "--min-obs", help="Frames that must see a tile before it can make an "
                                        "event (default: the bundle's watch rule)."),
     tiles_per_frame: int | None = typer.Option(None, "--tiles-per-frame", help="Map tiles scored per frame, least "
-                                               "seen first (default: the bundle's watch rule, 8)."),
+                                               "seen first (default: the bundle's watch rule; 1 without one)."),
     gsd: float | None = typer.Option(None, "--gsd", help="The reference's metres per pixel (default: from a "
                                      "georeferenced map; sets the tile size the model sees)."),
     min_overlap: float = typer.Option(0.5, "--min-overlap", help="Skip frames less than this fraction inside the map."),

@@ -137,9 +137,11 @@ def test_watch_rule_comes_from_options_then_the_bundle(tiny_bundle):
     import edgecc
 
     cap = edgecc.load(tiny_bundle)
-    assert watch_rule(cap, WatchOptions()) == WatchRule(cap.gate_threshold, 1)  # no watch rule in the bundle
+    # no rule in the bundle: as one pair a frame
+    assert watch_rule(cap, WatchOptions()) == WatchRule(cap.gate_threshold, 1, tiles_per_frame=1)
     m = json.loads(json.dumps(cap.bundle.manifest))
-    m["gate"] = {**m.get("gate", {}), "watch": {"threshold": 0.85, "min_obs": 5, "clip": 2.0, "cover_power": 4.0}}
+    m["gate"] = {**m.get("gate", {}), "watch": {"threshold": 0.85, "min_obs": 5, "clip": 2.0, "cover_power": 4.0,
+                                                "tiles_per_frame": 8}}
     ruled = dataclasses.replace(cap, bundle=dataclasses.replace(cap.bundle, manifest=m))
     assert watch_rule(ruled, WatchOptions()) == WatchRule(0.85, 5, 2.0, 4.0)
     assert watch_rule(ruled, WatchOptions(gate_threshold=0.6, min_obs=2)) == WatchRule(0.6, 2, 2.0, 4.0)

@@ -69,7 +69,7 @@ class WatchOptions:
         None: the bundle's watch threshold (manifest "gate" "watch"), else its single-pair threshold.
     min_obs: observations a tile needs before it can fire; None: the bundle's watch rule, else 1.
     tiles_per_frame: map tiles scored per frame (least observed first), in one model batch; None: the bundle's
-        watch rule, else 8.
+        watch rule, else 1.
     gsd: the map's metres per pixel; None: from a georeferenced map in a metric CRS, else the model's own.
     mask_threshold: mask cells at or above this make the event's bbox.
     debounce_frames / debounce_iou: a tile whose changed box overlaps (IoU) the changed box of a tile that fired
@@ -247,7 +247,8 @@ def watch_rule(captioner, options: WatchOptions) -> WatchRule:
             rule = {k: v for k, v in rule.items() if k != "threshold"}
     threshold = options.gate_threshold if options.gate_threshold is not None else float(rule.get("threshold", base))
     min_obs = int(options.min_obs if options.min_obs is not None else rule.get("min_obs", 1))
-    tiles = int(options.tiles_per_frame if options.tiles_per_frame is not None else rule.get("tiles_per_frame", 8))
+    # a bundle without a fitted rule: one observation of the best covered tile a frame, the single-pair threshold
+    tiles = int(options.tiles_per_frame if options.tiles_per_frame is not None else rule.get("tiles_per_frame", 1))
     return WatchRule(threshold, min_obs, float(rule.get("clip", CLIP)), float(rule.get("cover_power", 0.0)), tiles)
 
 
@@ -356,10 +357,10 @@ class Monitor:
                         frame.index)
         return reg
 
-    def _tiles(self, reg) -> list[tuple[tuple[int, int, int, int], bool, float]]:
+    def _tiles(self, reg, ev: TileEvidence) -> list[tuple[tuple[int, int, int, int], bool, float]]:
         """-> [(box, on_grid, fraction covered)] to score: up to `tiles_per_frame` map grid tiles the frame covers at
-        least `min_tile_cover` of, least observed first, then best covered; else the frame's own box (a one-off crop:
-        it bypasses the reference cache, where it would only evict grid tiles)."""
+        least `min_tile_cover` of, least observed first, then best covered (one a frame: the best covered); else the
+        frame's own box (a one-off crop: it bypasses the reference cache, where it would only evict grid tiles)."""
         if self._grid is None:  # fixed by the first frame: the model's ground cover, or less for small views
             short = min(reg.frame_shape) * float(np.sqrt(abs(np.linalg.det(reg.homography[:2, :2]))))
             side = self.options.tile or tile_for_gsd(self.size, self.gsd)
@@ -369,7 +370,8 @@ class Monitor:
             self.stats.counters["uncached_pairs"] += 1
             return [(reg.bbox, False, 1.0)]
         clock = self.stats.counters["frames_processed"]
-        return [(b, True, cover[b]) for b in self.evidence.order(list(cover), clock)[: self.rule.tiles_per_frame]]
+        boxes = list(cover) if self.rule.tiles_per_frame == 1 else ev.order(list(cover), clock)  # one: the best
+        return [(b, True, cover[b]) for b in boxes[: self.rule.tiles_per_frame]]
 
     def _key(self, box: tuple, on_grid: bool) -> tuple:
         """The evidence key of a scored box: a grid tile is its own; a frame's own box (off the grid, moving a little
@@ -382,6 +384,7 @@ class Monitor:
     def process(self, frame: Frame, source_name: str, writer: EventWriter | None) -> list[ChangeEvent]:
         """Run one frame through the pipeline; returns the events written (most often none, at most one a tile)."""
         c, o, lat = self.stats.counters, self.options, self.stats.latency
+        ev = self.evidence  # one evidence for the whole frame (a caller may swap in a fresh one between frames)
         t0 = time.monotonic()
         if o.deadline_ms is not None and (t0 - frame.t_arrival) * 1e3 > o.deadline_ms:
             c["stale"] += 1
@@ -393,7 +396,7 @@ class Monitor:
         if reg is None:
             return []
         tiles = []  # (box, on_grid, pre, post, cover): pre/post uint8 [S,S,3], the map and the registered frame in box
-        for box, on_grid, cover in self._tiles(reg):
+        for box, on_grid, cover in self._tiles(reg, ev):
             pre, post = self.registrar.pair(frame.image, reg, self.size, box)
             if pregate_score(pre, post) >= o.pregate_threshold:
                 tiles.append((box, on_grid, pre, post, cover))
@@ -414,7 +417,7 @@ class Monitor:
         regions = [mask_bbox(g.mask, t[0], o.mask_threshold) if g.mask is not None else t[0]
                    for t, g in zip(tiles, gates)]
         keys = [self._key(t[0], t[1]) for t in tiles]
-        verdicts = [self.evidence.observe(k, g.change_score, clock, r, t[4])
+        verdicts = [ev.observe(k, g.change_score, clock, r, t[4])
                     for k, t, g, r in zip(keys, tiles, gates, regions)]
         c["tiles_debounced"] += verdicts.count("debounced")
         fired = [j for j, v in enumerate(verdicts) if v == "fire"]
@@ -431,19 +434,19 @@ class Monitor:
                 dec_ms = cap.timings_ms.get("decode", (time.monotonic() - t4) * 1e3)
                 if not cap.changed:
                     c["tiles_decoder_veto"] += 1
-                    self.evidence.unfire(keys[j])
+                    ev.unfire(keys[j])
                     continue
                 lat["decode"].add(dec_ms)
                 t5 = time.monotonic()
                 events.append(self._event(frame, reg, source_name, writer, box, regions[j], cap.text,
-                                          self.evidence.evidence(keys[j]), (pre, post),
+                                          ev.evidence(keys[j]), ev.count(keys[j]), (pre, post),
                                           {"queue": round((t0 - frame.t_arrival) * 1e3, 2),
                                            "register": round((t1 - t0) * 1e3, 2),
                                            "pregate": round((t2 - t1) * 1e3, 2), "encode": round(enc_ms, 2),
-                                           "decode": round(dec_ms, 2)}, keys[j]))
+                                           "decode": round(dec_ms, 2)}))
                 write_s += time.monotonic() - t5
             except Exception:
-                self.evidence.unfire(keys[j])  # not reported: the tile may fire again
+                ev.unfire(keys[j])  # not reported: the tile may fire again
                 raise
         c["event_frames" if events else "decoder_veto"] += 1
         t5 = time.monotonic()
@@ -455,7 +458,8 @@ class Monitor:
                 c["deadline_miss"] += 1
         return events
 
-    def _event(self, frame, reg, source_name, writer, box, bbox, text, score, pair, latency, key) -> ChangeEvent:
+    def _event(self, frame, reg, source_name, writer, box, bbox, text, score, observations, pair, latency
+               ) -> ChangeEvent:
         polygon, crs = self._polygon(bbox, reg.homography, frame)
         wgs84 = None
         if polygon is not None and crs is not None:
@@ -465,7 +469,7 @@ class Monitor:
             time=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), frame=frame.index,
             source=source_name, frame_name=frame.name, caption=text, change_score=round(score, 4),
             bbox=bbox, polygon=polygon, crs=crs, polygon_wgs84=wgs84, tile=tuple(int(v) for v in box),
-            observations=self.evidence.count(key), latency_ms=latency)
+            observations=observations, latency_ms=latency)
         if writer is not None:
             total = (time.monotonic() - frame.t_arrival) * 1e3
             ev = writer.write(replace(ev, latency_ms={**latency, "total": round(total, 2)}), *pair)
