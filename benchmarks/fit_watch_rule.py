@@ -33,13 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def simulate(fl: dict, threshold: float, min_obs: int, tiles: int, clip: float = CLIP, cover_power: float = 0.0,
-             min_cover: float = 0.5, pregate: float = 0.8, column: str = "warp", hold: int = 30, row=None) -> dict:
+             window: int | None = None, min_cover: float = 0.5, pregate: float = 0.8, column: str = "warp",
+             hold: int = 30, row=None) -> dict:
     """One flight under one rule (the monitor's own TileEvidence) -> recall and false-event counts."""
     c = {k: i for i, k in enumerate(row)}
     by_frame: dict[int, list] = {}
     for r in fl["rows"]:
         by_frame.setdefault(r[c["frame"]], []).append(r)
-    ev = TileEvidence(WatchRule(threshold, min_obs, clip, cover_power, tiles), hold)
+    ev = TileEvidence(WatchRule(threshold, min_obs, clip, cover_power, tiles, window), hold)
     clock = {f[0]: n + 1 for n, f in enumerate(fl["frames"])}  # the monitor's clock: frames processed
     events = []
     for i in sorted(by_frame):
@@ -73,7 +74,7 @@ def choose(val: dict, budget: float) -> tuple:
     """rule -> scores on validation: the best recall within the false-event budget, else the fewest false events."""
     ok = [(k, s) for k, s in val.items() if s["false_per_1000"] is not None and s["false_per_1000"] <= budget]
     if ok:
-        return max(ok, key=lambda ks: (ks[1]["recall"] or 0, -ks[1]["false_per_1000"], ks[0]))
+        return max(ok, key=lambda ks: (ks[1]["recall"] or 0, -ks[1]["false_per_1000"], str(ks[0])))
     return min(val.items(), key=lambda ks: (ks[1]["false_per_1000"], -(ks[1]["recall"] or 0)))
 
 
@@ -91,9 +92,11 @@ def main(argv=None) -> None:
     row, fls = d["row"], [f for f in d["flights"] if f["has_mask"]]
     datasets = sorted({f["dataset"] for f in fls})
     keys = list(itertools.product((0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95), (3, 5, 8, 12), (2.0, CLIP),
-                                  (0.0, 2.0, 4.0)))  # threshold, min_obs, clip, cover_power
+                                  (0.0, 2.0, 4.0), (None, 1)))  # threshold, min_obs, clip, cover_power, window
+    # window: None, the whole pass; 1, the last min_obs observations (written as a factor of min_obs below)
     keys = [k for k in keys if k[0] <= 1 / (1 + math.exp(-k[2]))]  # reachable: the evidence is capped at sigmoid(clip)
-    rule = lambda k: dict(threshold=k[0], min_obs=k[1], clip=k[2], cover_power=k[3], tiles=a.tiles)  # noqa: E731
+    rule = lambda k: dict(threshold=k[0], min_obs=k[1], clip=k[2], cover_power=k[3], tiles=a.tiles,  # noqa: E731
+                          window=None if k[4] is None else k[4] * k[1])
     per = {ds: {k: score([f for f in fls if f["dataset"] == ds], rule(k), row) for k in keys} for ds in datasets}
 
     def pooled(names):
@@ -139,6 +142,7 @@ def main(argv=None) -> None:
         m = json.loads(mpath.read_text())
         m["gate"]["watch"] = {
             "threshold": ship[0], "min_obs": ship[1], "clip": ship[2], "cover_power": ship[3],
+            "window": rule(ship)["window"],
             "tiles_per_frame": a.tiles, "hold_frames": 30, "debounce_iou": 0.2,
             "rule": "a map tile makes one event when the mean of its frames' gate logits (each capped at +-clip, "
                     "weighted by the covered fraction ** cover_power) reaches logit(threshold) after min_obs frames "

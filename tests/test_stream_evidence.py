@@ -138,7 +138,7 @@ def test_watch_rule_comes_from_options_then_the_bundle(tiny_bundle):
 
     cap = edgecc.load(tiny_bundle)
     # no rule in the bundle: as one pair a frame
-    assert watch_rule(cap, WatchOptions()) == WatchRule(cap.gate_threshold, 1, tiles_per_frame=1)
+    assert watch_rule(cap, WatchOptions()) == WatchRule(cap.gate_threshold, 1, tiles_per_frame=1, window=1)
     m = json.loads(json.dumps(cap.bundle.manifest))
     m["gate"] = {**m.get("gate", {}), "watch": {"threshold": 0.85, "min_obs": 5, "clip": 2.0, "cover_power": 4.0,
                                                 "tiles_per_frame": 8}}
@@ -215,3 +215,25 @@ def test_pair_on_a_coarse_map_has_no_seam_at_the_frames_edge():
     pre, post = reg_.pair(frame, reg, 256, box)
     diff = np.abs(pre.astype(int) - post.astype(int)).mean(axis=(0, 2))  # per model column
     assert diff.max() < 4.0, int(np.argmax(diff))
+
+
+def test_a_change_that_appears_while_a_tile_is_watched_is_reported():
+    ev = TileEvidence(WatchRule(threshold=0.5, min_obs=1), hold=30)
+    old, new = (0, 0, 16, 16), (40, 40, 60, 60)  # changed boxes inside A
+    assert ev.observe(A, 0.9, 1, old) == "fire"
+    assert ev.observe(A, 0.1, 2, new) == "repeat"  # a quiet look changes nothing
+    assert ev.observe(A, 0.9, 3, (1, 1, 17, 17)) == "repeat"  # the same change again
+    assert ev.observe(A, 0.9, 4, new) == "fire"  # a new change in the watched tile
+    assert ev.observe(A, 0.9, 5, (0, 0, 15, 15)) == "debounced"  # the first change, still within the hold
+
+
+def test_a_short_window_lets_a_change_outvote_the_frames_before_it():
+    whole = TileEvidence(WatchRule(threshold=0.8, min_obs=2))
+    short = TileEvidence(WatchRule(threshold=0.8, min_obs=2, window=2))
+    for f in range(10):  # a hovering camera: the tile unchanged for 10 frames...
+        whole.observe(A, 0.1, f)
+        short.observe(A, 0.1, f)
+    assert [whole.observe(A, 0.95, f) for f in (10, 11)] == ["below", "below"]  # ... outvotes the change
+    assert [short.observe(A, 0.95, f) for f in (10, 11)] == ["below", "fire"]  # the last two frames decide
+    with pytest.raises(ValueError):
+        WatchRule(min_obs=3, window=2)

@@ -7,8 +7,9 @@ Example:
 
 A single frame's gate score on real imagery is noisy (motion blur, brightness drift, residual misregistration, a
 tile only partly in view); a drone sees each map tile in many frames. A tile's evidence is the mean gate logit of
-its observations in the current pass, each capped at +-`clip` so that one extreme frame cannot outvote the others,
-and weighted by how much of the tile the frame covered (`cover_power`).
+its observations in the current pass, or of the last `window` of them (so that a change appearing while the tile is
+watched is not outvoted by the frames before it), each capped at +-`clip` so that one extreme frame cannot outvote
+the others, and weighted by how much of the tile the frame covered (`cover_power`).
 The tile fires once, when it has at least `min_obs` observations and the mean reaches logit(threshold). A tile whose
 changed region (the mask's box; the tile by default) overlaps (IoU >= `iou`) the region of a tile that fired within
 `hold` frames is the same change: it is marked fired without an event ("debounced"). Measured on the flights, the
@@ -23,7 +24,8 @@ and shipped in the bundle's manifest ("gate" "watch").
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from .events import iou
 
@@ -47,6 +49,9 @@ class WatchRule:
         cover_power: an observation weighs (fraction of the tile the frame covered) ** cover_power: a tile seen only
             in part is filled from the map there and reads less changed than it is (0: all frames weigh the same).
         tiles_per_frame: map tiles scored a frame, least observed first (the rule was chosen at this budget).
+        window: the evidence is the mean of the last `window` observations (>= min_obs); None: of the whole pass.
+            A short window lets a change that appears while a tile is watched (a hovering camera) fire soon; the
+            whole pass averages more noise away on a flight.
     """
 
     threshold: float = 0.5
@@ -54,11 +59,13 @@ class WatchRule:
     clip: float = CLIP
     cover_power: float = 0.0
     tiles_per_frame: int = 8
+    window: int | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"the change threshold is a probability in [0, 1], got {self.threshold}")
-        if self.min_obs < 1 or self.tiles_per_frame < 1 or self.clip <= 0 or not 0 <= self.cover_power <= 16:
+        if (self.min_obs < 1 or self.tiles_per_frame < 1 or self.clip <= 0 or not 0 <= self.cover_power <= 16
+                or (self.window is not None and self.window < self.min_obs)):
             raise ValueError(f"min_obs >= 1, clip > 0 and 0 <= cover_power <= 16, got {self}")
         ceiling = 1 / (1 + math.exp(-self.clip))  # the evidence cannot exceed sigmoid(clip); 1.0 closes the gate
         if ceiling < self.threshold < 1.0:
@@ -69,19 +76,21 @@ class WatchRule:
 
 @dataclass
 class _Tile:
-    n: int = 0
-    weight: float = 0.0  # sum of the observations' weights
-    total: float = 0.0  # weighted sum of gate logits
+    n: int = 0  # observations this pass
+    recent: deque = field(default_factory=deque)  # (weight, capped gate logit) of the last `window` observations
     last: int = 0  # frame index of the last observation
     fired: int | None = None  # frame it fired (or was debounced) at, this pass
     region: tuple | None = None  # the changed box it fired on (map px)
+    prev: list = field(default_factory=list)  # [(frame, region)] of its earlier fires this pass
 
 
 class TileEvidence:
     """Per-tile gate evidence; `observe` says "fire", "debounced", "repeat", "pending" or "below" for one score.
 
     fire: the tile's evidence reached the threshold (an event); debounced: it did, where a tile that fired within
-    `hold` frames changed; repeat: the tile already fired this pass; pending: this score is at or above the threshold
+    `hold` frames changed; repeat: the tile already fired this pass on this change (an observation whose changed
+    region does not overlap the one it fired on starts its evidence afresh: a change can appear while watched);
+    pending: this score is at or above the threshold
     but the tile has fewer than `min_obs` observations; below: otherwise."""
 
     def __init__(self, rule: WatchRule, hold: int = 30, iou: float = 0.2):
@@ -106,9 +115,13 @@ class TileEvidence:
             t.fired = t.region = None
 
     def evidence(self, box: tuple) -> float | None:
-        """Weighted mean gate probability of the box's observations this pass (through the logit), None if unseen."""
+        """Weighted mean gate probability of the box's (last `window`) observations through the logit; None: unseen."""
         t = self.tiles.get(box)
-        return None if t is None or not t.weight else 1 / (1 + math.exp(-t.total / t.weight))
+        return None if t is None or not t.recent else 1 / (1 + math.exp(-self._mean(t)))
+
+    @staticmethod
+    def _mean(t: _Tile) -> float:
+        return sum(w * z for w, z in t.recent) / sum(w for w, _ in t.recent)
 
     def observe(self, box: tuple, score: float, frame: int, region: tuple | None = None, cover: float = 1.0) -> str:
         """One gate score of tile `box` at `frame`; `region`: the changed box inside it (map px; default the tile),
@@ -119,17 +132,25 @@ class TileEvidence:
         if t is None or frame - t.last > self.hold:  # first sight, or a new pass over it
             t = self.tiles[box] = _Tile()
         w = max(cover, 0.05) ** r.cover_power  # >= 1e-21: a weight never underflows to 0
-        t.n, t.weight, t.last = t.n + 1, t.weight + w, frame
-        t.total += w * min(max(logit(score), -r.clip), r.clip)
+        t.n, t.last = t.n + 1, frame
+        t.recent.append((w, min(max(logit(score), -r.clip), r.clip)))
+        if r.window is not None and len(t.recent) > r.window:
+            t.recent.popleft()
         if t.fired is not None:
-            return "repeat"
+            if score < r.threshold or region is None or self.same(t.region, tuple(region)):
+                return "repeat"
+            # a confident look at another change than the one it fired on: a new candidate (a change can appear while
+            # the tile is watched); the old fire still debounces it
+            t.prev = [(f, g) for f, g in t.prev if frame - f <= self.hold] + [(t.fired, t.region)]
+            t.n, t.fired, t.region = 1, None, None
+            t.recent = deque([t.recent[-1]])
         if t.n < r.min_obs:
             return "pending" if score >= r.threshold else "below"
-        if t.total / t.weight < self._th:
+        if self._mean(t) < self._th:
             return "below"
         t.fired, t.region = frame, tuple(region or box)
-        if any(o.fired is not None and frame - o.fired <= self.hold and self.same(o.region, t.region)
-               for b, o in self.tiles.items() if b != box):
+        fires = [(o.fired, o.region) for b, o in self.tiles.items() if b != box and o.fired is not None]
+        if any(frame - f <= self.hold and self.same(g, t.region) for f, g in fires + t.prev):
             return "debounced"
         return "fire"
 

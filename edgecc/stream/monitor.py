@@ -249,7 +249,10 @@ def watch_rule(captioner, options: WatchOptions) -> WatchRule:
     min_obs = int(options.min_obs if options.min_obs is not None else rule.get("min_obs", 1))
     # a bundle without a fitted rule: one observation of the best covered tile a frame, the single-pair threshold
     tiles = int(options.tiles_per_frame if options.tiles_per_frame is not None else rule.get("tiles_per_frame", 1))
-    return WatchRule(threshold, min_obs, float(rule.get("clip", CLIP)), float(rule.get("cover_power", 0.0)), tiles)
+    # without a fitted rule: the latest observation decides, as for one pair
+    window = rule.get("window", None) if rule else 1
+    return WatchRule(threshold, min_obs, float(rule.get("clip", CLIP)), float(rule.get("cover_power", 0.0)), tiles,
+                     None if window is None else max(int(window), min_obs))
 
 
 class Monitor:
