@@ -150,17 +150,21 @@ def test_watch_rule_comes_from_options_then_the_bundle(tiny_bundle):
         WatchOptions(gate_threshold=1.5)
 
 
-def test_pair_on_a_coarse_map_is_one_resampling_of_the_frame():
-    """A map coarser than the model's ground resolution: the frame is warped straight onto the model grid, so a view
-    cut from the map itself pairs with the map's own upsampled tile."""
+def _coarse_pair(dx: int, dy: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 150-px view cut from a map at (50, 70), registered exactly; the model pair of the 85-px map box at (dx, dy)
+    from the view's corner (85 map px -> the 256-px model input: a map coarser than the model's ground resolution)."""
     scene = make_flight.render_scene(320, seed=2)[0]
-    reg_ = Registrar(scene)
     x0, y0 = 50, 70
     frame = np.ascontiguousarray(scene[y0:y0 + 150, x0:x0 + 150])
     h = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1.0]])
     reg = Registration(True, homography=h, bbox=(x0, y0, x0 + 150, y0 + 150), frame_shape=frame.shape[:2])
-    box = (x0 + 20, y0 + 20, x0 + 105, y0 + 105)  # 85 map px -> the 256-px model input
-    pre, post = reg_.pair(frame, reg, 256, box)
+    return Registrar(scene).pair(frame, reg, 256, (x0 + dx, y0 + dy, x0 + dx + 85, y0 + dy + 85))
+
+
+def test_pair_on_a_coarse_map_is_one_resampling_of_the_frame():
+    """The frame is warped straight onto the model grid, so a view cut from the map itself pairs with the map's own
+    upsampled tile."""
+    pre, post = _coarse_pair(20, 20)
     assert pre.shape == post.shape == (256, 256, 3)
     diff = np.abs(pre.astype(int) - post.astype(int))
     assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 4
@@ -205,14 +209,7 @@ def test_frames_off_the_grid_add_up_and_vetoes_report_nothing():
 
 
 def test_pair_on_a_coarse_map_has_no_seam_at_the_frames_edge():
-    scene = make_flight.render_scene(320, seed=2)[0]
-    reg_ = Registrar(scene)
-    x0, y0 = 50, 70
-    frame = np.ascontiguousarray(scene[y0:y0 + 150, x0:x0 + 150])
-    h = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1.0]])
-    reg = Registration(True, homography=h, bbox=(x0, y0, x0 + 150, y0 + 150), frame_shape=frame.shape[:2])
-    box = (x0 + 100, y0 + 20, x0 + 185, y0 + 105)  # the frame covers 50 of the box's 85 columns
-    pre, post = reg_.pair(frame, reg, 256, box)
+    pre, post = _coarse_pair(100, 20)  # the frame covers 50 of the box's 85 columns
     diff = np.abs(pre.astype(int) - post.astype(int)).mean(axis=(0, 2))  # per model column
     assert diff.max() < 4.0, int(np.argmax(diff))
 
