@@ -50,25 +50,6 @@ def _gsd(fl: dict, ref) -> float | None:
     return None
 
 
-def _tiles(reg_h, frame_shape, side: int, width: int, height: int) -> list[tuple[tuple, float]]:
-    """Grid tiles (stride side/2) the footprint of homography reg_h covers >= MIN_COVER: [(box, cover)]."""
-    fh, fw = frame_shape
-    poly = cv2.perspectiveTransform(np.float32([[[0, 0], [fw, 0], [fw, fh], [0, fh]]]), reg_h)[0]
-    x0, y0 = poly.min(0)
-    x1, y1 = poly.max(0)
-    step = side // 2
-    out = []
-    for ty in range(max(0, int(y0) // step * step), int(y1) + 1, step):
-        for tx in range(max(0, int(x0) // step * step), int(x1) + 1, step):
-            if tx + side > width or ty + side > height:
-                continue
-            sq = np.float32([[tx, ty], [tx + side, ty], [tx + side, ty + side], [tx, ty + side]])
-            c = float(cv2.intersectConvexConvex(poly, sq)[0]) / side**2
-            if c >= MIN_COVER:
-                out.append(((tx, ty, tx + side, ty + side), c))
-    return out
-
-
 def score_flight(job: tuple) -> dict:
     k, fl, n, model = job
     import edgecc
@@ -104,7 +85,7 @@ def score_flight(job: tuple) -> dict:
         frames.append((i, reg is not None, err if err is not None else -1.0, vp.blur, unchanged))
         if reg is None:
             continue
-        tiles = _tiles(reg.homography, img.shape[:2], side, ref.width, ref.height)
+        tiles = mon.registrar.tiles(reg, side, MIN_COVER)  # the monitor's own grid
         if not tiles:
             continue
         true_reg = Registration(True, homography=vp.homography, bbox=reg.bbox, frame_shape=img.shape[:2])
