@@ -224,6 +224,16 @@ def test_a_change_that_appears_while_a_tile_is_watched_is_reported():
     assert ev.observe(A, 0.9, 5, (0, 0, 15, 15)) == "debounced"  # the first change, still within the hold
 
 
+def test_a_fire_lives_while_its_change_is_seen_and_a_misfire_does_not_hide_a_later_change():
+    ev = TileEvidence(WatchRule(threshold=0.5, min_obs=1), hold=10)
+    assert ev.observe(A, 0.9, 1) == "fire"  # the gate misfires on an unchanged tile...
+    assert [ev.observe(A, 0.2, f) for f in range(2, 12)] == ["repeat"] * 10  # ... which then looks unchanged
+    assert ev.observe(A, 0.9, 12) == "fire"  # a change appears 11 frames on, in the same place: reported
+    for f in range(13, 40):  # a hovering camera keeps seeing it: one event, and it keeps its neighbours quiet
+        assert ev.observe(A, 0.9, f) == "repeat"
+    assert ev.observe(B, 0.9, 40) == "debounced"  # 28 frames after A fired, but A's change was seen at 39
+
+
 def test_a_short_window_lets_a_change_outvote_the_frames_before_it():
     whole = TileEvidence(WatchRule(threshold=0.8, min_obs=2))
     short = TileEvidence(WatchRule(threshold=0.8, min_obs=2, window=2))

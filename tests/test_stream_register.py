@@ -154,3 +154,18 @@ def test_simulated_flight_is_continuous_and_seeded():
     assert np.allclose(poses[5], make_flight.flight_poses(952, 640, 120, 256, seed=3)[5])
     frames = list(make_flight.real_flight(np.zeros((640, 952, 3), np.uint8), 100, 256, seed=0))
     assert sum(img is None for _, img, _ in frames) == 1 and len(frames) == 92  # one corrupt, an 8-frame drop
+
+
+def test_poses_a_camera_looking_down_cannot_take_are_refused(scene):
+    reg = Registrar(scene[0])
+    frame, _ = _view(scene[0])
+    reg.register(frame)
+    assert reg.register(frame).ok  # locked and confirmed
+    sheared = cv2.warpAffine(frame, np.float32([[1, 0.35, 0], [0, 1, 0]]), frame.shape[1::-1])
+    r = reg.register(sheared)  # an affine fit can shear (ECC's wrong optima do); a nadir camera's view does not
+    assert not r.ok and r.reason == "degenerate", r
+    climbed, _ = _view(scene[0], scale=1.35)  # 20% closer to the ground within one frame
+    r = reg.register(climbed)
+    assert not r.ok and r.reason == "degenerate", r
+    r = reg.register(_view(scene[0], scale=1.12)[0])  # a plausible step: tracked as before
+    assert r.ok and r.coarse == "track", r

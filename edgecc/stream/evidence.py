@@ -10,10 +10,13 @@ tile only partly in view); a drone sees each map tile in many frames. A tile's e
 its observations in the current pass, or of the last `window` of them (so that a change appearing while the tile is
 watched is not outvoted by the frames before it), each capped at +-`clip` so that one extreme frame cannot outvote
 the others, and weighted by how much of the tile the frame covered (`cover_power`).
-The tile fires once, when it has at least `min_obs` observations and the mean reaches logit(threshold). A tile whose
-changed region (the mask's box; the tile by default) overlaps (IoU >= `iou`) the region of a tile that fired within
-`hold` frames is the same change: it is marked fired without an event ("debounced"). Measured on the flights, the
-mask's box reports the houses of a new street in neighbouring tiles where the tiles' own overlap would merge them
+The tile fires once, when it has at least `min_obs` observations and the mean reaches logit(threshold). A fire lives
+while confident looks at its change go on (a frame scoring at or above the threshold); after `hold` frames without
+one, the change it fired on is no longer seen (it was noise, or it went), and the tile may fire again: a hovering
+camera whose gate misfired before a change appeared still reports the change. A tile whose changed region (the mask's
+box; the tile by default) overlaps (IoU >= `iou`) the region of a live fire (one confirmed within `hold` frames) is the
+same change: it is marked fired without an event ("debounced"). Measured on the flights, the mask's box reports the
+houses of a new street in neighbouring tiles where the tiles' own overlap would merge them
 (recall 0.36 -> 0.41 at the same false events). A tile unseen for more than `hold` frames starts a new pass (a later
 flight over it may report it again). Memory is bounded: only tiles seen within `hold` frames are kept.
 
@@ -80,8 +83,9 @@ class _Tile:
     recent: deque = field(default_factory=deque)  # (weight, capped gate logit) of the last `window` observations
     last: int = 0  # frame index of the last observation
     fired: int | None = None  # frame it fired (or was debounced) at, this pass
+    alive: int = 0  # frame of the last confident look at the change it fired on (the fire lives `hold` frames on)
     region: tuple | None = None  # the changed box it fired on (map px)
-    prev: list = field(default_factory=list)  # [(frame, region)] of its earlier fires this pass
+    prev: list = field(default_factory=list)  # [(alive frame, region)] of its earlier fires this pass
 
 
 class TileEvidence:
@@ -137,19 +141,22 @@ class TileEvidence:
         if r.window is not None and len(t.recent) > r.window:
             t.recent.popleft()
         if t.fired is not None:
-            if score < r.threshold or region is None or self.same(t.region, tuple(region)):
+            gone = frame - t.alive > self.hold  # no confident look at its change for `hold` frames: re-armed
+            if not gone and (score < r.threshold or region is None or self.same(t.region, tuple(region))):
+                if score >= r.threshold:
+                    t.alive = frame
                 return "repeat"
-            # a confident look at another change than the one it fired on: a new candidate (a change can appear while
-            # the tile is watched); the old fire still debounces it
-            t.prev = [(f, g) for f, g in t.prev if frame - f <= self.hold] + [(t.fired, t.region)]
+            # the change it fired on is gone, or a confident look at another change in it: a new candidate (a change
+            # can appear while the tile is watched); a live old fire still debounces it
+            t.prev = [(f, g) for f, g in t.prev if frame - f <= self.hold] + [(t.alive, t.region)]
             t.n, t.fired, t.region = 1, None, None
             t.recent = deque([t.recent[-1]])
         if t.n < r.min_obs:
             return "pending" if score >= r.threshold else "below"
         if self._mean(t) < self._th:
             return "below"
-        t.fired, t.region = frame, tuple(region or box)
-        fires = [(o.fired, o.region) for b, o in self.tiles.items() if b != box and o.fired is not None]
+        t.fired, t.alive, t.region = frame, frame, tuple(region or box)
+        fires = [(o.alive, o.region) for b, o in self.tiles.items() if b != box and o.fired is not None]
         if any(frame - f <= self.hold and self.same(g, t.region) for f, g in fires + t.prev):
             return "debounced"
         return "fire"
