@@ -164,8 +164,6 @@ def test_poses_a_camera_looking_down_cannot_take_are_refused(scene):
     sheared = cv2.warpAffine(frame, np.float32([[1, 0.35, 0], [0, 1, 0]]), frame.shape[1::-1])
     r = reg.register(sheared)  # an affine fit can shear (ECC's wrong optima do); a nadir camera's view does not
     assert not r.ok and r.reason == "degenerate", r
-    climbed, _ = _view(scene[0], scale=1.35)  # 20% closer to the ground within one frame
-    r = reg.register(climbed)
-    assert not r.ok and r.reason == "degenerate", r
     r = reg.register(_view(scene[0], scale=1.12)[0])  # a plausible step: tracked as before
     assert r.ok and r.coarse == "track", r
+

@@ -61,9 +61,6 @@ class RegisterOptions:
         Measured on the simulated real flights (2,455 accepted poses): every pose above 1.10 was 13-21 px off
         (SZTAKI, locked onto a wrong optimum and tracked from it), none within 4 px; at 1.08 WHU-CD's own
         date-to-date distortion starts to be rejected.
-    max_scale_step: a pose tracked from the last frame (or refined from its pose) whose ground scale differs from that
-        frame's by more than this (|log ratio|) -> "degenerate": a camera does not climb 5% between frames, a wrong
-        ECC optimum does (flights: 99.9% of true steps within 0.025).
     min_texture: mean gradient magnitude (grey levels / px) below this -> "featureless" (water, cloud, blur).
     prior_tolerance: a telemetry prior further than this fraction of the frame side from where the image
         registers -> counted as "prior_disagrees" (and the image pose is kept when it registers on its own).
@@ -85,7 +82,6 @@ class RegisterOptions:
     global_candidates: int = 3
     global_margin: float = 0.1
     max_anisotropy: float = 1.1
-    max_scale_step: float = 0.05
     min_texture: float = 2.0
     prior_tolerance: float = 0.5
     trust_prior: bool = False
@@ -143,11 +139,6 @@ def _scale(s: float) -> np.ndarray:
 
 def _shift(dx: float, dy: float) -> np.ndarray:
     return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
-
-
-def _ground_scale(h: np.ndarray) -> float:
-    """Map px per frame px of a pose (the square root of its linear part's area ratio)."""
-    return max(float(np.sqrt(abs(np.linalg.det(h[:2, :2])))), 1e-9)
 
 
 def _corners(w: int, h: int) -> np.ndarray:
@@ -380,16 +371,16 @@ class Registrar:
         else:
             reason_prior = ""
         source, h, cc, chained = best
-        if source in ("track", "last") and abs(np.log(_ground_scale(h) / _ground_scale(self._last[3]))) > \
-                o.max_scale_step:  # the camera cannot have climbed or dived that far since the last frame
-            return Registration(False, "degenerate")
+        r = self._check(frame, h @ to_work, cc, source, chained)
+        if not r.ok and r.reason == "degenerate" and prior is not None and o.trust_prior and source != "prior":
+            source, h, cc, chained = "prior", prior @ np.linalg.inv(to_work), 0.0, 0  # the image's pose is implausible
+            reason_prior = "prior_only"
+            r = self._check(frame, h @ to_work, cc, source, chained)
+        if not r.ok:
+            return r
         if prior is not None and source != "prior":
             if self._moved(prior @ np.linalg.inv(to_work), h, grey.shape) > o.prior_tolerance:
                 reason_prior = "prior_disagrees"
-        h_frame = h @ to_work
-        r = self._check(frame, h_frame, cc, source, chained)
-        if not r.ok:
-            return r
         # a global lock is on probation: the next frame, tracked from it, must refine against the map too
         on_probation = self._probation
         self._probation = source == "global" or (on_probation and (chained > 0 or source not in ("track", "last")))
