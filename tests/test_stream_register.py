@@ -167,3 +167,13 @@ def test_poses_a_camera_looking_down_cannot_take_are_refused(scene):
     r = reg.register(_view(scene[0], scale=1.12)[0])  # a plausible step: tracked as before
     assert r.ok and r.coarse == "track", r
 
+
+
+def test_a_sheared_fit_falls_back_to_the_telemetry_pose_when_trusted(scene):
+    frame, truth = _view(scene[0])
+    sheared = cv2.warpAffine(frame, np.float32([[1, 0.35, 0], [0, 1, 0]]), frame.shape[1::-1])
+    # the telemetry gives the camera's pose, a similarity (`truth`); the image fits only a sheared one
+    r = Registrar(scene[0], RegisterOptions(trust_prior=True)).register(sheared, truth)
+    assert r.ok and r.reason == "prior_only" and r.coarse == "prior", r
+    r = Registrar(scene[0]).register(sheared, truth)  # not trusted: the sheared fit is refused, and said
+    assert not r.ok and r.reason in ("degenerate", "low_correlation"), r

@@ -91,11 +91,11 @@ class _Tile:
 class TileEvidence:
     """Per-tile gate evidence; `observe` says "fire", "debounced", "repeat", "pending" or "below" for one score.
 
-    fire: the tile's evidence reached the threshold (an event); debounced: it did, where a tile that fired within
-    `hold` frames changed; repeat: the tile already fired this pass on this change (an observation whose changed
-    region does not overlap the one it fired on starts its evidence afresh: a change can appear while watched);
-    pending: this score is at or above the threshold
-    but the tile has fewer than `min_obs` observations; below: otherwise."""
+    fire: the tile's evidence reached the threshold (an event); debounced: it did, where the region of a live fire
+    (one confirmed by a confident look within `hold` frames) overlaps; repeat: the tile's own fire is live and this
+    look is quiet or at the same change (a confident look at a region that does not overlap it, or any look once the
+    fire has gone `hold` frames unconfirmed, starts its evidence afresh: a change can appear while watched); pending:
+    this score is at or above the threshold but the tile has fewer than `min_obs` observations; below: otherwise."""
 
     def __init__(self, rule: WatchRule, hold: int = 30, iou: float = 0.2):
         self.rule, self.hold, self.iou = rule, hold, iou

@@ -57,10 +57,11 @@ class RegisterOptions:
     global_candidates: the global search refines this many peaks at distinct places and keeps the best;
     global_margin: ... whose ECC correlation must beat any other converged place's by this much (else ambiguous).
     max_anisotropy: singular-value ratio of the linear part above this -> "degenerate". A camera looking down maps
-        the ground by a near-similarity (a 25 deg tilt: 1.10); ECC fits an affine, and its wrong optima shear.
+        the ground by a near-similarity (a 24 deg tilt: 1.10); ECC fits an affine, and its wrong optima shear.
         Measured on the simulated real flights (2,455 accepted poses): every pose above 1.10 was 13-21 px off
         (SZTAKI, locked onto a wrong optimum and tracked from it), none within 4 px; at 1.08 WHU-CD's own
-        date-to-date distortion starts to be rejected.
+        date-to-date distortion starts to be rejected. A sheared refinement counts as not converged (the next
+        coarse pose is tried); with `trust_prior`, the telemetry pose stands in for a refused one.
     min_texture: mean gradient magnitude (grey levels / px) below this -> "featureless" (water, cloud, blur).
     prior_tolerance: a telemetry prior further than this fraction of the frame side from where the image
         registers -> counted as "prior_disagrees" (and the image pose is kept when it registers on its own).
@@ -139,6 +140,12 @@ def _scale(s: float) -> np.ndarray:
 
 def _shift(dx: float, dy: float) -> np.ndarray:
     return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+
+
+def _anisotropy(h: np.ndarray) -> float:
+    """Singular-value ratio of a pose's linear part: 1 for a similarity (a camera looking straight down)."""
+    sv = np.linalg.svd(h[:2, :2], compute_uv=False)
+    return float(sv[0] / max(sv[1], 1e-9))
 
 
 def _corners(w: int, h: int) -> np.ndarray:
@@ -349,6 +356,8 @@ class Registrar:
             need = o.min_correlation_global if source == "global" or self._probation else o.min_correlation
             if h is not None and source in ("track", "last") and self._moved(h0, h, grey.shape) > o.max_correction:
                 h = None
+            if h is not None and source != "global" and _anisotropy(h) > o.max_anisotropy:
+                h = None  # sheared: a wrong optimum, try the next pose (global places stay rivals for ambiguity)
             if h is not None and cc >= need and source == "global":
                 found.append((cc, h))
                 continue
@@ -372,7 +381,7 @@ class Registrar:
             reason_prior = ""
         source, h, cc, chained = best
         r = self._check(frame, h @ to_work, cc, source, chained)
-        if not r.ok and r.reason == "degenerate" and prior is not None and o.trust_prior and source != "prior":
+        if not r.ok and r.reason == "degenerate" and prior is not None and o.trust_prior and reason_prior == "":
             source, h, cc, chained = "prior", prior @ np.linalg.inv(to_work), 0.0, 0  # the image's pose is implausible
             reason_prior = "prior_only"
             r = self._check(frame, h @ to_work, cc, source, chained)
@@ -422,7 +431,7 @@ class Registrar:
         corners = cv2.perspectiveTransform(_corners(fw, fh), h)[0]
         area = cv2.contourArea(corners)
         sv = np.linalg.svd(h[:2, :2], compute_uv=False)
-        if sv[1] <= 1e-3 or sv[0] / sv[1] > o.max_anisotropy or sv[0] > 1e3 or area <= 0 or not cv2.isContourConvex(
+        if sv[1] <= 1e-3 or _anisotropy(h) > o.max_anisotropy or sv[0] > 1e3 or area <= 0 or not cv2.isContourConvex(
                 corners.astype(np.float32)):
             return Registration(False, "degenerate")
         w, hh = self.map.width, self.map.height
