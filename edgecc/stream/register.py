@@ -143,12 +143,6 @@ def _shift(dx: float, dy: float) -> np.ndarray:
     return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
 
 
-def _anisotropy(h: np.ndarray) -> float:
-    """Singular-value ratio of a pose's linear part: 1 for a similarity (a camera looking straight down)."""
-    sv = np.linalg.svd(h[:2, :2], compute_uv=False)
-    return float(sv[0] / max(sv[1], 1e-9))
-
-
 def _corners(w: int, h: int) -> np.ndarray:
     return np.float32([[[0, 0], [w, 0], [w, h], [0, h]]])
 
@@ -430,7 +424,7 @@ class Registrar:
         corners = cv2.perspectiveTransform(_corners(fw, fh), h)[0]
         area = cv2.contourArea(corners)
         sv = np.linalg.svd(h[:2, :2], compute_uv=False)
-        if sv[1] <= 1e-3 or _anisotropy(h) > o.max_anisotropy or sv[0] > 1e3 or area <= 0 or not cv2.isContourConvex(
+        if sv[1] <= 1e-3 or sv[0] / sv[1] > o.max_anisotropy or sv[0] > 1e3 or area <= 0 or not cv2.isContourConvex(
                 corners.astype(np.float32)):
             return Registration(False, "degenerate")
         w, hh = self.map.width, self.map.height
