@@ -40,17 +40,12 @@ def _session(model, extra: list[str]):
     return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def _distance(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
-    """Feature maps x2 (channels on `axis`) -> cosine distance per position, flat."""
-    a = a / np.linalg.norm(a, axis=axis, keepdims=True).clip(1e-6)
-    b = b / np.linalg.norm(b, axis=axis, keepdims=True).clip(1e-6)
-    return np.clip(1 - (a * b).sum(axis), 0, None).ravel()
+def _stats(a: np.ndarray, b: np.ndarray, axis: int) -> dict:
+    """Feature maps of the two dates (channels on `axis`) -> the gate's own distance statistics (real_gate.features)."""
+    from edgecc.train.real_gate import STATS, features
 
-
-def _stats(d: np.ndarray) -> dict:
-    s = np.sort(d)[::-1]
-    return {"mean": float(d.mean()), "p90": float(s[max(4, int(np.ceil(len(s) / 10))) - 1]),
-            "top4": float(s[:4].mean()), "max": float(s[0])}
+    tokens = [np.moveaxis(x, axis, -1).reshape(1, -1, x.shape[axis]) for x in (a, b)]  # [1,N,C] each
+    return dict(zip(STATS, map(float, features(*tokens)[0][0])))
 
 
 def main(argv=None) -> None:
@@ -84,15 +79,15 @@ def main(argv=None) -> None:
         views = []
         for pre, post in t.views():  # coarse imagery: the runtime's finer tiles; a tile's statistic is their max
             out = trunk.run(["tokens", *STAGES.values()], {"img": np.stack([pre, post])})
-            f = {"tokens": _stats(_distance(out[0][0], out[0][1], -1))}
-            f.update({k: _stats(_distance(x[0], x[1], 0)) for k, x in zip(STAGES, out[1:])})
+            f = {"tokens": _stats(out[0][0], out[0][1], -1)}
+            f.update({k: _stats(x[0], x[1], 0) for k, x in zip(STAGES, out[1:])})
             if vit is not None:
                 x = np.stack([(cv2.resize(i, (224, 224), interpolation=cv2.INTER_AREA) / np.float32(255) - mean) / std
                               for i in (pre, post)]).transpose(0, 3, 1, 2).astype(np.float32)
                 last, mid = vit.run(["/Reshape_output_0", "/backbone/encoder/layer.7/Add_1_output_0"],
                                     {"input_image": x})
-                f["vit_last"] = _stats(_distance(last[0], last[1], 0))
-                f["vit_block8"] = _stats(_distance(mid[0, 1:], mid[1, 1:], -1))  # patch tokens, class token left out
+                f["vit_last"] = _stats(last[0], last[1], 0)
+                f["vit_block8"] = _stats(mid[0, 1:], mid[1, 1:], -1)  # patch tokens, class token left out
             views.append(f)
         rows.append((t.source, t.label, {k: {q: max(v[k][q] for v in views) for q in views[0][k]} for k in views[0]}))
     sources = sorted({r[0] for r in rows})
