@@ -429,7 +429,7 @@ class Monitor:
               else "already_reported" if "repeat" in verdicts else "gate_negative"] += 1
             return []
         events, write_s = [], 0.0
-        for j in fired:
+        for n, j in enumerate(fired):
             box, on_grid, pre, post, _ = tiles[j]
             t4 = time.monotonic()
             try:
@@ -449,7 +449,8 @@ class Monitor:
                                            "decode": round(dec_ms, 2)}))
                 write_s += time.monotonic() - t5
             except Exception:
-                ev.unfire(keys[j])  # not reported: the tile may fire again
+                for f in fired[n:]:
+                    ev.unfire(keys[f])  # not reported (this tile and the frame's later fires): they may fire again
                 raise
         c["event_frames" if events else "decoder_veto"] += 1
         t5 = time.monotonic()
