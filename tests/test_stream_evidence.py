@@ -185,6 +185,10 @@ def test_a_vetoed_fire_is_taken_back():
     ev2.observe(A, 0.9, 1)
     ev2.unfire(A)
     assert ev2.observe(A, 0.9, 2) == "fire"  # and may fire again itself
+    ev3 = TileEvidence(WatchRule(threshold=0.5, min_obs=1), hold=10)
+    assert [ev3.observe(A, 0.9, 1), ev3.observe(B, 0.9, 1)] == ["fire", "debounced"]  # one frame, B after A
+    ev3.unfire(A)  # A's caption vetoed after the frame's looks
+    assert ev3.observe(B, 0.9, 2) == "fire"  # B was debounced against a fire taken back: re-armed
 
 
 class VetoDouble(GateDouble):

@@ -86,6 +86,7 @@ class _Tile:
     alive: int = 0  # frame of the last confident look at the change it fired on (the fire lives `hold` frames on)
     region: tuple | None = None  # the changed box it fired on (map px)
     prev: list = field(default_factory=list)  # [(alive frame, region)] of its earlier fires this pass
+    debounced: bool = False  # its fire was another tile's change (no event of its own)
 
 
 class TileEvidence:
@@ -113,9 +114,14 @@ class TileEvidence:
 
     def unfire(self, box: tuple) -> None:
         """Take back a fire (the decoder said "no change", or the event could not be written): the tile may fire
-        again this pass and does not debounce its neighbours."""
+        again this pass and does not debounce its neighbours; tiles debounced in the frame it fired (possibly against
+        it) are re-armed too (one against a fire that stands is debounced again on its next look)."""
         t = self.tiles.get(box)
         if t is not None:
+            for o in self.tiles.values():
+                if o is not t and o.debounced and o.fired is not None and o.fired == t.fired:
+                    o.fired = o.region = None
+                    o.debounced = False
             t.fired = t.region = None
 
     def evidence(self, box: tuple) -> float | None:
@@ -157,9 +163,8 @@ class TileEvidence:
             return "below"
         t.fired, t.alive, t.region = frame, frame, tuple(region or box)
         fires = [(o.alive, o.region) for b, o in self.tiles.items() if b != box and o.fired is not None]
-        if any(frame - f <= self.hold and self.same(g, t.region) for f, g in fires + t.prev):
-            return "debounced"
-        return "fire"
+        t.debounced = any(frame - f <= self.hold and self.same(g, t.region) for f, g in fires + t.prev)
+        return "debounced" if t.debounced else "fire"
 
     def same(self, a: tuple, b: tuple) -> bool:
         """Two changed regions are the same change when they overlap by IoU >= `iou`."""
