@@ -56,7 +56,7 @@ def simulate(fl: dict, threshold: float, min_obs: int, tiles: int, clip: float =
                 continue
             region = tuple(rows[box][c["mx0"]:c["my1"] + 1]) if "mx0" in c else None  # the mask's changed box
             if ev.observe(box, rows[box][c[column]], clock[i], region, rows[box][c["cover"]]) == "fire":
-                if verify is not None and rows[box][c["verify"]] < verify:  # the probe refuses it (a second-opinion veto)
+                if verify is not None and rows[box][c["verify"]] < verify:  # the probe refuses it (a veto)
                     ev.unfire(box)
                     continue
                 events.append((i, region or box))
