@@ -17,6 +17,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import stat
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,6 +46,12 @@ def atomic_path(path: str | os.PathLike):
         OutputError: the temporary file could not be created, written or renamed (the target is untouched).
     """
     path = Path(path)
+    if not str(path):
+        raise OutputError("output path is empty")
+    path = Path(os.path.realpath(path)) if path.is_symlink() else path  # a link: its target is replaced, not the link
+    if path.exists() and not path.is_dir() and not stat.S_ISREG(path.stat().st_mode):
+        yield from _through(path)  # a pipe or device (/dev/stdout): written through, it cannot be renamed over
+        return
     make_dir(path.parent, path)
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
@@ -69,6 +78,49 @@ def atomic_path(path: str | os.PathLike):
         if isinstance(e, OSError) and not isinstance(e, OutputError):
             raise OutputError(f"{path}: cannot write ({e.strerror or e}); the old file, if any, is kept") from e
         raise
+
+
+def _through(path: Path):
+    """A temporary file whose content is copied into the pipe or device `path` once complete."""
+    fd, name = tempfile.mkstemp(suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as src, open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except OSError as e:
+        if isinstance(e, OutputError):
+            raise
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs=()) -> None:
+    """Refuse, before any work, output paths that cannot be right: empty, a folder, the same file as an input or as
+    another output, or inside a folder that cannot be made. `outputs` maps an option name to its path (None: unused).
+
+    Raises:
+        OutputError: one line naming the option and the path.
+    """
+    seen: dict[str, str] = {}
+    ins = {os.path.realpath(p): p for p in inputs if p is not None}
+    for name, out in outputs.items():
+        if out is None:
+            continue
+        if not str(out).strip():
+            raise OutputError(f"{name}: the output path is empty")
+        p = Path(out)
+        if p.is_dir():
+            raise OutputError(f"{p}: {name} is a folder; give a file name")
+        real = os.path.realpath(p)
+        if real in ins:
+            raise OutputError(f"{p}: {name} would overwrite the input {ins[real]}")
+        if real in seen:
+            raise OutputError(f"{p}: given as both {seen[real]} and {name}")
+        seen[real] = name
+        make_dir(p.parent, p)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -156,9 +156,6 @@ class _GdalReader(_Reader):
 
         self.path = raster.path
         self._env = lambda: rasterio.Env(GDAL_CACHEMAX=int(opts.cache_mb) * 2**20)  # bytes
-        self.bands = _select_bands(raster.path, raster.count, opts)
-        self._uniq = sorted(set(self.bands))  # read each band once; [C] indices into the file
-        self._pos = [self._uniq.index(b) for b in self.bands]  # [3] positions in the read stack
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
@@ -166,6 +163,13 @@ class _GdalReader(_Reader):
             except Exception as e:
                 raise ImageryError(f"{raster.path}: not a readable image ({one_line(e)})") from e
         self._ds = self._src
+        if self._src.colorinterp and self._src.colorinterp[0] == rasterio.enums.ColorInterp.palette:
+            self.close()  # its values are colour-table indices, not brightness
+            raise ImageryError(f"{raster.path}: a paletted image (colour table); expand it to RGB first "
+                               "(gdal_translate -expand rgb)")
+        self.bands = _select_bands(raster.path, raster.count, opts)
+        self._uniq = sorted(set(self.bands))  # read each band once; [C] indices into the file
+        self._pos = [self._uniq.index(b) for b in self.bands]  # [3] positions in the read stack
         bh, bw = self._src.block_shapes[0]
         block = bh * bw * self._src.count * np.dtype(self._src.dtypes[0]).itemsize  # worst case: pixel-interleaved
         if block > opts.max_decode_mb * 2**20:

@@ -44,7 +44,8 @@ class _Shell(TyperGroup):
             except Exception as e:
                 if ctx.meta.get("edgecc.debug"):
                     raise
-                msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+                text = e.format_message() if hasattr(e, "format_message") else str(e)  # names the option
+                msg = text.splitlines()[0] if text else e.__class__.__name__
                 typer.echo(f"edgecc: error: {msg}", err=True)
                 raise typer.Exit(2) from None
 
@@ -84,7 +85,7 @@ def caption(
     backend: str = typer.Option("ort-cpu", help="Engine backend (see `edgecc doctor`)."),
     precision: str | None = typer.Option(None, help="Bundle variant: fp32, fp16, int8 (default: the bundle's "
                                          "recommendation on CPU, int8 for the student; else fp32)."),
-    beam: int | None = typer.Option(None, help="Beam size (1 = greedy; default: the bundle's recommendation)."),
+    beam: int | None = typer.Option(None, min=1, help="Beam size (1 = greedy; default: the bundle's recommendation)."),
     threshold: float | None = typer.Option(None, help="Change threshold on change_score, a calibrated probability "
                                            "(default: the bundle's, 0.5). Lower: more recall, more false alarms."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -110,7 +111,7 @@ def caption(
     from edgecc.imagery import ReadOptions
     from edgecc.tiling import TileOptions
 
-    options = DecodingOptions(beam_size=beam) if beam else None
+    options = DecodingOptions(beam_size=beam) if beam is not None else None
     captioner = edgecc.load(model, backend=backend, precision=precision, options=options, threshold=threshold)
     limit = {k: v for k, v in {"max_pixels": max_pixels, "max_decode_mb": max_decode_mb}.items() if v}
     with warnings.catch_warnings(record=True) as seen:  # shown on stderr below, and kept in the JSON
@@ -334,7 +335,7 @@ def evaluate(
     split: str = typer.Option("test"),
     data_root: Path | None = typer.Option(None, help="A real LEVIR-CC root; default: LEVIR-CC-synth."),
     limit: int | None = typer.Option(None),
-    beam: int | None = typer.Option(None, help="Beam size (default: the bundle's recommendation)."),
+    beam: int | None = typer.Option(None, min=1, help="Beam size (default: the bundle's recommendation)."),
     backend: str = typer.Option("ort-cpu"),
     precision: str = typer.Option("fp32", help="Bundle variant: fp32, fp16, int8."),
     checkpoint: Path | None = typer.Option(None, help="model.pt for the torch backends (parity of metrics)."),
@@ -508,7 +509,7 @@ def batch(
     out: Path = typer.Option(..., "--out", "-o", help="Result folder (items/, changes.gpkg, summary.json)."),
     model: str | None = typer.Option(None, "--model", "-m", help="Bundle dir or model name (default, teacher)."),
     precision: str | None = typer.Option(None, help="Bundle variant (default: the bundle's CPU recommendation)."),
-    beam: int | None = typer.Option(None, help="Beam size (default: the bundle's recommendation)."),
+    beam: int | None = typer.Option(None, min=1, help="Beam size (default: the bundle's recommendation)."),
     threshold: float | None = typer.Option(None, help="Change threshold on change_score (default: the bundle's)."),
     workers: int | None = typer.Option(None, min=1, help="Parallel workers (default: the cores; Ray: cluster CPUs)."),
     threads: int | None = typer.Option(None, min=1, help="ONNX Runtime threads per worker (default: cores/workers)."),

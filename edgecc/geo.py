@@ -2,7 +2,7 @@
 
     from edgecc.geo import pixel_ring, to_map
     to_map((0.5, 0, 500000, 0, -0.5, 4e6), 10, 20)               # -> (500005.0, 3999990.0)
-    pixel_ring((0.5, 0, 500000, 0, -0.5, 4e6), (0, 0, 10, 20))   # closed ring of 5 map points, clockwise
+    pixel_ring((0.5, 0, 500000, 0, -0.5, 4e6), (0, 0, 10, 20))   # closed ring of 5 map points, counter-clockwise
 
 Transforms are GDAL-order affines (a, b, c, d, e, f): x = a*col + b*row + c, y = d*col + e*row + f, with (col, row)
 pixel-corner coordinates. This is the only place the affine is written out; everything else calls it.
@@ -42,12 +42,16 @@ def to_map(transform: Affine6, col: float, row: float) -> tuple[float, float]:
 
 def pixel_ring(transform: Affine6 | None, box: tuple[float, float, float, float], closed: bool = True
                ) -> list[tuple[float, float]]:
-    """Pixel box (x0, y0, x1, y1) -> its corners clockwise from top-left (and the first again when `closed`), in map
-    coordinates; with no transform, in pixel coordinates (col, row)."""
+    """Pixel box (x0, y0, x1, y1) -> its corners from top-left, counter-clockwise in the output coordinates (the
+    right-hand rule RFC 7946 asks of a polygon's outer ring; and the first again when `closed`), in map coordinates;
+    with no transform, in pixel coordinates (col, row)."""
     x0, y0, x1, y1 = box
-    ring = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+    ring = [(x0, y0), (x0, y1), (x1, y1), (x1, y0)]
     ring = [to_map(transform, x, y) for x, y in ring] if transform is not None else [
         (float(x), float(y)) for x, y in ring]
+    area2 = sum(ax * by - bx * ay for (ax, ay), (bx, by) in zip(ring, ring[1:] + ring[:1]))  # shoelace, > 0: CCW
+    if area2 < 0:  # a grid whose rows run north (or a mirrored one): the same corners the other way round
+        ring = ring[:1] + ring[:0:-1]
     return ring + ring[:1] if closed else ring
 
 

@@ -314,7 +314,9 @@ def read_pair(pre_path: str | os.PathLike, post_path: str | os.PathLike, opts: R
             pre_reader.close()
             raise
     return Pair(
-        pre=pre, post=post, width=pre.width, height=pre.height, crs=pre.crs, transform=pre.transform,
+        # a geotransform without a CRS places nothing on the earth: outputs stay in pixels, labelled so
+        pre=pre, post=post, width=pre.width, height=pre.height, crs=pre.crs,
+        transform=pre.transform if pre.crs is not None else None,
         georeferenced=georeferenced, resampled=resampled, _pre_reader=pre_reader, _post_reader=post_reader,
     )
 

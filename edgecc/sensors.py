@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 GREY = 0.5  # mean per-pixel spread across R, G, B (0-255) below which an image is single-channel in effect
@@ -87,6 +89,13 @@ def grid_gsd(transform, crs) -> float | None:
         c = CRS.from_user_input(crs)
         if not c.is_projected or (c.linear_units or "").lower() not in ("metre", "meter", "m"):
             return None
+        proj = c.to_dict()
+        if proj.get("proj") == "merc":  # Web Mercator and kin: a map metre is 1 / cos(lat) ground metres
+            from rasterio.warp import transform as reproject_points
+
+            _, (lat,) = reproject_points(c, "EPSG:4326", [transform[2]], [transform[5]])
+            lat_ts = float(proj.get("lat_ts", 0.0))
+            return pixel_size(transform) * math.cos(math.radians(lat)) / math.cos(math.radians(lat_ts))
     except Exception:  # noqa: BLE001 - no rasterio or an odd CRS: resolution unknown
         return None
     return pixel_size(transform)

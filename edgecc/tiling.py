@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecc._atomic import make_dir, write_bytes, write_text
+from edgecc._atomic import check_outputs, write_bytes, write_text
 from edgecc.decoding import NO_CHANGE_CAPTION
+from edgecc.errors import ImageryError
 from edgecc.geo import pixel_ring
 from edgecc.imagery import Pair
 
@@ -161,9 +162,8 @@ def caption_scene(
     if heatmap_path is not None and Path(heatmap_path).suffix.lower() not in _HEATMAP_SUFFIXES:
         suffix = Path(heatmap_path).suffix
         raise ValueError(f"{heatmap_path}: heatmap must be .tif/.tiff (GeoTIFF) or .png, not {suffix!r}")
-    for out in (heatmap_path, geojson_path):
-        if out is not None:
-            make_dir(Path(out).parent, out)  # a bad output path fails before the work, not after
+    # a bad output path fails before the work, not after
+    check_outputs({"--heatmap": heatmap_path, "--geojson": geojson_path}, (pair.pre.path, pair.post.path))
     size = int(captioner.input_size)
     windows = tile_grid(pair.width, pair.height, opts.tile, opts.overlap)
     scale = max(_HEATMAP_STEP, math.ceil(max(pair.width, pair.height) / _HEATMAP_SIDE))
@@ -219,6 +219,9 @@ def caption_scene(
         if progress:
             progress.stop()
 
+    if not results:  # nothing was compared: no verdict, and no outputs that would read "no change"
+        raise ImageryError(f"{pair.post.path}: no tile has valid data in both images ({skipped} of {len(windows)} "
+                           f"tiles are mostly nodata; {opts.min_valid:.0%} valid needed): nothing was compared")
     caption, summary = _summarize(results, len(windows), skipped)
     changed = [t for t in results if t.changed]
     t0 = time.perf_counter()

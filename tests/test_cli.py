@@ -275,3 +275,10 @@ def test_optical_against_sar_is_a_warning_in_json_and_on_stderr(shared_data):
 def test_same_sensor_pair_has_no_warning(png_pair):
     r = runner.invoke(app, ["caption", *map(str, png_pair), "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["warnings"] == []
+
+
+@pytest.mark.parametrize("args, says", [(["--beam", "0"], "Invalid value for '--beam'"),
+                                        (["--gsd", "nan"], "Invalid value for '--gsd'")])
+def test_a_bad_option_value_names_the_option(tiny_bundle, png_pair, args, says):
+    r = runner.invoke(app, ["caption", *map(str, png_pair), "--model", str(tiny_bundle), *args])
+    assert r.exit_code == 2 and says in r.stderr, r.output

@@ -17,10 +17,17 @@ def test_to_map_is_the_gdal_affine():
     assert to_map(ROTATED, 3, 4) == (0.6 * 3 + 0.2 * 4 + 1000.0, 0.1 * 3 - 0.7 * 4 + 2000.0)
 
 
-def test_pixel_ring_closed_clockwise_and_without_transform():
-    ring = pixel_ring(UTM, (0, 0, 10, 20))
-    assert ring == [(500000.0, 4e6), (500005.0, 4e6), (500005.0, 3_999_990.0), (500000.0, 3_999_990.0),
+def _signed_area(ring):
+    return sum(ax * by - bx * ay for (ax, ay), (bx, by) in zip(ring, ring[1:] + ring[:1])) / 2
+
+
+def test_pixel_ring_closed_counter_clockwise_and_without_transform():
+    ring = pixel_ring(UTM, (0, 0, 10, 20))  # RFC 7946: an outer ring follows the right-hand rule
+    assert ring == [(500000.0, 4e6), (500000.0, 3_999_990.0), (500005.0, 3_999_990.0), (500005.0, 4e6),
                     (500000.0, 4e6)]
+    assert _signed_area(ring[:-1]) == 50.0  # counter-clockwise, 5 m x 10 m
+    south_up = (0.5, 0.0, 500000.0, 0.0, 0.5, 4_000_000.0)  # rows run north: the corners are listed the other way
+    assert _signed_area(pixel_ring(south_up, (0, 0, 10, 20), closed=False)) == 50.0
     assert pixel_ring(None, (1, 2, 3, 4), closed=False) == [(1.0, 2.0), (3.0, 2.0), (3.0, 4.0), (1.0, 4.0)]
 
 

@@ -326,3 +326,14 @@ def test_gdal_uri_reads_like_the_local_file(tmp_path):
     assert a.exit_code == 0, a.output
     strip = lambda out: {k: v for k, v in json.loads(out).items() if k != "timings_ms"}  # noqa: E731
     assert strip(a.stdout) == strip(b.stdout)
+
+
+def test_a_paletted_geotiff_is_refused_not_read_as_indices(tmp_path):
+    import rasterio
+
+    path = mk._write_tif(tmp_path / "pal.tif", np.arange(64 * 64, dtype=np.uint8).reshape(1, 64, 64) % 4,
+                         photometric="palette")
+    with rasterio.open(path, "r+") as ds:
+        ds.write_colormap(1, {0: (0, 0, 0, 255), 1: (255, 0, 0, 255), 2: (0, 255, 0, 255), 3: (0, 0, 255, 255)})
+    with pytest.raises(ImageryError, match="pal.tif: a paletted image"):
+        read_image(path)

@@ -170,3 +170,25 @@ def test_outputs_get_the_umask_mode(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_symlinked_output_replaces_its_target_and_keeps_the_link(tmp_path):
+    target = tmp_path / "real.geojson"
+    target.write_text("old")
+    link = tmp_path / "link.geojson"
+    link.symlink_to(target)
+    _atomic.write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+
+
+def test_a_named_pipe_output_is_written_through(tmp_path):
+    import threading
+
+    fifo = tmp_path / "out.geojson"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    _atomic.write_text(fifo, '{"type": "FeatureCollection"}')
+    reader.join(timeout=10)
+    assert got == ['{"type": "FeatureCollection"}'] and fifo.is_fifo()

@@ -2,6 +2,7 @@
 
 import cv2
 import numpy as np
+import pytest
 
 from edgecc.imagery import read_pair
 from edgecc.sensors import colourfulness, pair_warnings
@@ -72,3 +73,14 @@ def test_coarse_georeferenced_scene_is_cut_finer(tmp_path):
     scene = cap.caption(*paths)  # 1 m/px: 128-px tiles, so more than one
     assert len(scene.tiles) > 1 and max(t.width for t in scene.tiles) == 128
     assert len(cap.caption(*paths, gsd=0.5).tiles) == 1  # an explicit resolution wins
+
+
+def test_web_mercator_metres_are_corrected_to_ground_metres():
+    from edgecc.sensors import grid_gsd
+
+    pytest.importorskip("rasterio")
+    assert grid_gsd((0.6, 0, 366000, 0, -0.6, 4104000), "EPSG:32615") == 0.6
+    # the same 0.6 m ground pixel near Joplin (37.1 N) is 0.75 "metres" of Web Mercator
+    lat = 37.1
+    y = 6378137.0 * np.log(np.tan(np.pi / 4 + np.radians(lat) / 2))
+    assert grid_gsd((0.75, 0, -10526000, 0, -0.75, y), "EPSG:3857") == pytest.approx(0.75 * np.cos(np.radians(lat)))

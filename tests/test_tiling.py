@@ -378,3 +378,48 @@ def test_scene_caption_of_many_tiles_has_no_tile_position(fixtures_dir):
     assert scene.summary == "5 of 20 tiles changed; main changes: some buildings are built (5)"
     assert {t.caption for t in scene.tiles if t.changed} > {"some buildings are built at the top"}  # tiles keep theirs
     assert one.caption == "some buildings are built in the upper left corner of the scene"
+
+
+@pytest.mark.parametrize("outs, match", [
+    (lambda t, fx: {"heatmap_path": t / "o.tif", "geojson_path": t / "o.tif"}, "given as both --heatmap and --geojson"),
+    (lambda t, fx: {"heatmap_path": fx / "geo_pre.tif"}, "would overwrite the input"),
+    (lambda t, fx: {"geojson_path": t}, "--geojson is a folder"),
+    (lambda t, fx: {"geojson_path": ""}, "--geojson: the output path is empty"),
+])
+def test_output_paths_that_cannot_be_right_fail_before_any_work(fixtures_dir, tmp_path, outs, match):
+    from edgecc.errors import OutputError
+
+    pre_bytes = (fixtures_dir / "geo_pre.tif").read_bytes()
+    cap = PixelDiffCaptioner()
+    with read_pair(fixtures_dir / "geo_pre.tif", fixtures_dir / "geo_post.tif") as pair:
+        with pytest.raises(OutputError, match=match):
+            caption_scene(cap, pair, OPTS, **outs(tmp_path, fixtures_dir))
+    assert cap.calls == 0 and not list(tmp_path.iterdir())
+    assert (fixtures_dir / "geo_pre.tif").read_bytes() == pre_bytes
+
+
+def test_a_scene_with_no_valid_tile_is_an_error_not_no_change(fixtures_dir, tmp_path):
+    from edgecc.errors import ImageryError
+
+    nodata = mk._write_tif(tmp_path / "all_nodata.tif", np.zeros((3, 192, 256), np.uint8), nodata=0)
+    cap = PixelDiffCaptioner()
+    with read_pair(fixtures_dir / "geo_pre.tif", nodata) as pair:
+        with pytest.raises(ImageryError, match=r"all_nodata.tif: no tile has valid data in both images \(20 of 20"):
+            caption_scene(cap, pair, OPTS, geojson_path=tmp_path / "c.geojson")
+    assert cap.calls == 0 and not (tmp_path / "c.geojson").exists()
+
+
+def test_a_geotransform_without_crs_gives_pixel_coordinates(fixtures_dir, tmp_path):
+    import rasterio
+
+    paths = []
+    for name in ("geo_pre.tif", "geo_post.tif"):
+        with rasterio.open(fixtures_dir / name) as ds:
+            paths.append(mk._write_tif(tmp_path / f"nocrs_{name}", ds.read(), crs=None))
+    with read_pair(*paths) as pair:
+        assert pair.transform is None  # a transform with no CRS places nothing on the earth
+        caption_scene(PixelDiffCaptioner(), pair, OPTS, geojson_path=tmp_path / "c.geojson")
+    fc = json.loads((tmp_path / "c.geojson").read_text())
+    assert fc["crs"]["properties"]["name"] == "pixel"
+    xs = [x for f in fc["features"] for x, _ in f["geometry"]["coordinates"][0]]
+    assert xs and max(xs) <= 256  # pixel columns, not eastings labelled as pixels
