@@ -251,6 +251,18 @@ def test_cli_watch(tiny_bundle, flight, tmp_path):
     assert r.exit_code == 2 and "no such file" in r.output
 
 
+def test_cli_watch_with_the_default_bundle_prints_its_stats_and_exits_0(flight, tmp_path):
+    """The shipped rule averages a tile's whole pass (window None): the text stats say so instead of failing."""
+    from typer.testing import CliRunner
+
+    from edgecc.cli import app
+
+    r = CliRunner().invoke(app, ["watch", str(flight.video), "--reference", str(flight.reference), "--events",
+                                 str(tmp_path / "e.jsonl"), "--max-frames", "6", "--replay"])
+    assert r.exit_code == 0, r.output
+    assert "rule: threshold 0.85" in r.stderr and "window whole pass" in r.stderr and "frames_read" in r.stderr
+
+
 # ---------------------------------------------------------------------------------------------- never silent, bad input
 
 

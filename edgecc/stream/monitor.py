@@ -173,7 +173,8 @@ def format_stats(stats: WatchStats) -> str:
     d = stats.as_dict()
     lines = [f"watch: {d['wall_s']:.1f} s, input {d['input_fps']:.1f} fps"]
     if d["rule"]:
-        lines.append("  rule: " + ", ".join(f"{k} {v:g}" for k, v in d["rule"].items()))
+        lines.append("  rule: " + ", ".join(f"{k} {'whole pass' if v is None else format(v, 'g')}"
+                                            for k, v in d["rule"].items()))
     lines += [f"  {k:<28}{v}" for k, v in sorted(d["counters"].items())]
     lines.append(f"  {'stage':<10}{'n':>7}{'mean':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}  (ms)")
     for k, s in d["latency_ms"].items():
