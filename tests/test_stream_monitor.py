@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import make_flight
@@ -208,6 +209,16 @@ def test_sigint_stops_cleanly_and_restores_handler(tiny, flight, tmp_path):
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_an_empty_source_is_said(tiny, flight, tmp_path, caplog):
+    folder = tmp_path / "webp_only"
+    folder.mkdir()
+    (folder / "a.webp").write_bytes(b"RIFF")
+    with caplog.at_level("WARNING", logger="edgecc.watch"):
+        st = watch(tiny, str(folder), str(flight.reference), tmp_path / "e.jsonl", WatchOptions(replay=True))
+    assert st.counters["frames_read"] == 0
+    assert f"watch: no frames read from {folder}" in caplog.text and ".png" in caplog.text
+
+
 def test_snapshots_follow_the_umask_and_a_file_in_the_way_is_named(tmp_path):
     from edgecc.stream import ChangeEvent, EventWriter
 
@@ -220,9 +231,34 @@ def test_snapshots_follow_the_umask_and_a_file_in_the_way_is_named(tmp_path):
     finally:
         os.umask(old)
     assert snap.stat().st_mode & 0o777 == 0o640 and (tmp_path / "e.jsonl").stat().st_mode & 0o777 == 0o640
-    assert [p.name for p in snap.parent.iterdir()] == ["000007.png"]
+    assert [p.name for p in snap.parent.iterdir()] == ["000007_0_0.png"]
     with pytest.raises(NotADirectoryError, match=f"{snap}/e.jsonl: cannot write there, {snap} is a file"):
         EventWriter(snap / "e.jsonl")
+
+
+def test_snapshots_of_one_frame_and_of_earlier_runs_are_kept(tmp_path):
+    from edgecc.stream import ChangeEvent, EventWriter
+
+    ev = ChangeEvent(time="t", frame=7, source="s", frame_name="f", caption="c", change_score=0.9, bbox=(0, 0, 1, 1))
+    tile = np.zeros((8, 8, 3), np.uint8)
+    names = []
+    for _ in range(2):  # two runs into one folder
+        with EventWriter(tmp_path / "e.jsonl", snapshots=tmp_path / "snaps") as w:
+            for box in ((0, 0, 64, 64), (64, 0, 128, 64)):  # two tiles of frame 7
+                names.append(w.write(replace(ev, tile=box), tile, tile).snapshot)
+    assert len(set(names)) == 4 and all(Path(n).is_file() for n in names)
+    assert [json.loads(x)["snapshot"] for x in (tmp_path / "e.jsonl").read_text().splitlines()] == names
+
+
+def test_a_torn_last_event_line_is_cut_before_appending(tmp_path):
+    from edgecc.stream import ChangeEvent, EventWriter
+
+    log = tmp_path / "e.jsonl"
+    log.write_text('{"frame":1}\n{"frame":3,"cap')  # a run killed mid-write
+    ev = ChangeEvent(time="t", frame=7, source="s", frame_name="f", caption="c", change_score=0.9, bbox=(0, 0, 1, 1))
+    with pytest.warns(UserWarning, match="e.jsonl: its last line was incomplete"), EventWriter(log) as w:
+        w.write(ev)
+    assert [json.loads(x)["frame"] for x in log.read_text().splitlines()] == [1, 7]
 
 
 def test_histogram_percentiles():
@@ -392,3 +428,11 @@ def test_soak_10000_frames_with_faults(tmp_path):
     assert r["counters"]["read_errors"] > 0 and r["counters"]["process_errors"] > 0  # faults seen, stream went on
     assert r["rss_growth_mb"] < 0.05 * r["rss_mb_frame_1000"]
     assert r["recall"] >= 0.95 and r["false_events_per_1000_unchanged"] <= 1.0
+
+
+@pytest.mark.parametrize("bad", [dict(max_frames=0), dict(gsd=float("nan")), dict(gsd=float("inf")),
+                                 dict(deadline_ms=float("nan")), dict(camera_fov_deg=-60.0),
+                                 dict(camera_fov_deg=400.0)])
+def test_watch_options_refuse_values_that_cannot_be_meant(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        WatchOptions(**bad)

@@ -123,6 +123,27 @@ def test_bad_telemetry_is_one_line(tmp_path):
         Telemetry.open(tmp_path / "nope.srt")
 
 
+def test_messy_telemetry_is_cleaned_and_said(geotiff, tmp_path):
+    from edgecc.stream.telemetry import TelemetryWarning
+
+    m = ReferenceMap.open(geotiff)
+    lat, lon = _latlon(m, 300.0, 200.0)
+    p = tmp_path / "excel.csv"  # a spreadsheet's byte-order mark, a NaN heading, a negative altitude, a text cell
+    p.write_text(f"\ufeffframe,lat,lon,heading,altitude\n2,{lat},{lon},nan,-5\n4,{lat},x,0,100\n", encoding="utf-8")
+    with pytest.warns(TelemetryWarning, match="excel.csv: 1 of 2 rows skipped"):
+        t = Telemetry.open(p)
+    assert set(t.records) == {2} and t.get(2).heading is None and t.get(2).altitude is None
+    h = t.prior(2, m, (100, 200), fov_deg=90)  # no heading, no altitude: north up at the map's resolution
+    np.testing.assert_allclose(h[:2, :2], np.eye(2), atol=1e-9)
+    p = tmp_path / "noframe.csv"
+    p.write_text(f"lat,lon\n{lat},{lon}\n")
+    with pytest.warns(TelemetryWarning, match="no frame column"):
+        assert Telemetry.open(p).get(0) is not None
+    p = tmp_path / "dji.srt"  # firmware that spells it "longtitude"
+    p.write_text(f"\ufeff1\n00:00:00,000 --> 00:00:00,033\n[latitude: {lat}] [longtitude: {lon}] [rel_alt: 80]\n")
+    assert Telemetry.open(p).get(0).lon == pytest.approx(lon)
+
+
 def test_telemetry_prior_localises_where_global_search_cannot(big, geotiff):
     """A frame too small for the overview search registers from its telemetry prior; a wrong prior is flagged."""
     m = ReferenceMap.open(geotiff)

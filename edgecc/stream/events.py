@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,31 @@ def write_png_atomic(path: str | Path, rgb: np.ndarray) -> None:
     write_bytes(path, buf.tobytes())
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """An event log whose last line is incomplete (a run killed mid-write, a full disk) is cut back to its last whole
+    line, with a warning, so that the next event starts a line of its own."""
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+            if tail.endswith(b"\n"):
+                return
+            cut = tail.rfind(b"\n")
+            if cut < 0 and size > len(tail):  # one line longer than 64 KiB: not an event this writes; end it
+                f.write(b"\n")
+                return
+            keep = size - len(tail) + cut + 1  # cut -1 (one torn line, the whole file): 0
+            f.truncate(keep)
+    except FileNotFoundError:
+        return
+    if keep < size:
+        warnings.warn(f"{path}: its last line was incomplete (a run stopped mid-write?); removed its {size - keep} "
+                      "bytes", stacklevel=3)
+
+
 class EventWriter:
     """Appends events to a JSONL file, one flushed line each; optional snapshots (pre | post side by side)."""
 
@@ -96,11 +122,16 @@ class EventWriter:
             make_dir(self.snapshots)
         self.fsync = fsync
         self.count = 0
+        _drop_torn_tail(self.path)
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the whole stream
 
     def write(self, event: ChangeEvent, pre: np.ndarray | None = None, post: np.ndarray | None = None) -> ChangeEvent:
         if self.snapshots is not None and pre is not None and post is not None:
-            snap = self.snapshots / f"{event.frame:06d}.png"
+            x0, y0 = (event.tile or event.bbox)[:2]
+            snap = self.snapshots / f"{event.frame:06d}_{x0}_{y0}.png"  # two tiles of one frame: two files
+            n = 1
+            while snap.exists():  # never over an earlier run's snapshot, which its event line still names
+                snap, n = self.snapshots / f"{event.frame:06d}_{x0}_{y0}_{n}.png", n + 1
             write_png_atomic(snap, np.hstack([pre, np.zeros((pre.shape[0], 4, 3), np.uint8), post]))
             event = ChangeEvent(**{**asdict(event), "snapshot": str(snap)})
         self._f.write(json.dumps(asdict(event), separators=(",", ":")) + "\n")

@@ -52,7 +52,7 @@ from .evidence import CLIP, TileEvidence, WatchRule
 from .refcache import CachedReferenceEngine
 from .refmap import ReferenceMap, to_wgs84
 from .register import RegisterOptions, Registrar, pregate_score
-from .sources import Frame, FrameError, FrameSource, SourceError, open_source
+from .sources import IMAGE_SUFFIXES, Frame, FrameError, FrameSource, SourceError, open_source
 
 log = logging.getLogger("edgecc.watch")
 STAGES = ("read", "register", "pregate", "encode", "decode", "event")
@@ -115,14 +115,18 @@ class WatchOptions:
     def __post_init__(self):
         if self.every < 1:
             raise ValueError(f"every must be >= 1, got {self.every}")
-        if self.deadline_ms is not None and self.deadline_ms <= 0:
-            raise ValueError(f"deadline_ms must be positive, got {self.deadline_ms}")
+        if self.deadline_ms is not None and not 0 < self.deadline_ms < math.inf:
+            raise ValueError(f"deadline_ms must be positive and finite, got {self.deadline_ms}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        if self.camera_fov_deg is not None and not 0 < self.camera_fov_deg < 180:
+            raise ValueError(f"camera_fov_deg is a field of view in (0, 180) degrees, got {self.camera_fov_deg}")
         if any(v is not None and v < 1 for v in (self.tiles_per_frame, self.min_obs)):
             raise ValueError(f"tiles_per_frame and min_obs must be >= 1, got {self.tiles_per_frame}, {self.min_obs}")
         if self.gate_threshold is not None and not 0.0 <= self.gate_threshold <= 1.0:
             raise ValueError(f"the change threshold is a probability in [0, 1], got {self.gate_threshold}")
-        if self.gsd is not None and self.gsd <= 0:
-            raise ValueError(f"gsd is metres per pixel, > 0, got {self.gsd}")
+        if self.gsd is not None and not 0 < self.gsd < math.inf:
+            raise ValueError(f"gsd is metres per pixel, > 0 and finite, got {self.gsd}")
 
 
 class Histogram:
@@ -554,8 +558,12 @@ class Monitor:
                 self.stats.counters["reference_cache_hits"] = self.cache.cache.hits
                 self.stats.counters["reference_cache_misses"] = self.cache.cache.misses
             line = self.summary_line()
+            c = self.stats.counters
             if line:
                 log.warning("%s", line)
+            elif not (c["frames_read"] or c["read_errors"] or self.stats.source_error):
+                log.warning("watch: no frames read from %s (an empty folder, no file of a known image type (%s), or a "
+                            "source that gave nothing)", source.uri or "the source", ", ".join(IMAGE_SUFFIXES))
         return self.stats
 
 

@@ -19,6 +19,7 @@ import csv
 import functools
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,20 @@ class Record:
     altitude: float | None = None
 
 
+class TelemetryWarning(UserWarning):
+    """Telemetry was usable in part (rows skipped, a column missing)."""
+
+
+def _clean(rec: Record) -> Record | None:
+    """A record with a position on the earth, or None; a non-finite heading or a non-positive or non-finite altitude
+    is dropped (no prior from it) rather than turned into a wrong pose."""
+    if not (math.isfinite(rec.lat) and math.isfinite(rec.lon) and abs(rec.lat) <= 90 and abs(rec.lon) <= 180):
+        return None
+    heading = rec.heading if rec.heading is not None and math.isfinite(rec.heading) else None
+    altitude = rec.altitude if rec.altitude is not None and 0 < rec.altitude < math.inf else None
+    return Record(rec.lat, rec.lon, heading, altitude)
+
+
 def _num(pattern: str, text: str) -> float | None:
     m = re.search(pattern + r"\s*[:=]?\s*\[?\s*(-?\d+(?:\.\d+)?)", text, re.IGNORECASE)
     return float(m.group(1)) if m else None
@@ -58,7 +73,7 @@ class Telemetry:
     def open(cls, path: str | Path) -> Telemetry:
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8", errors="replace")
+            text = p.read_text(encoding="utf-8-sig", errors="replace")  # -sig: a spreadsheet's byte-order mark
         except OSError as e:
             raise TelemetryError(f"{p}: cannot read telemetry ({e.strerror or e})") from None
         recs = cls._srt(text) if p.suffix.lower() == ".srt" else cls._csv(text, p)
@@ -75,16 +90,23 @@ class Telemetry:
         pick = {f: next((cols[a] for a in al if a in cols), None) for f, al in _ALIASES.items()}
         if pick["lat"] is None or pick["lon"] is None:
             raise TelemetryError(f"{p}: telemetry CSV needs lat and lon columns, has {', '.join(cols)}")
-        out = {}
+        if pick["frame"] is None:
+            warnings.warn(f"{p}: no frame column; row i is taken as frame i (0-based)", TelemetryWarning, stacklevel=3)
+        out, bad = {}, 0
         for i, r in enumerate(rows):
             try:
                 k = int(float(r[pick["frame"]])) if pick["frame"] else i
                 opt = {f: float(r[pick[f]]) for f in ("heading", "altitude") if pick[f] and r[pick[f]]}
-                rec = Record(float(r[pick["lat"]]), float(r[pick["lon"]]), **opt)
-            except (TypeError, ValueError):
-                continue  # a bad row is skipped; a frame without a record gets no prior
-            if math.isfinite(rec.lat) and math.isfinite(rec.lon) and abs(rec.lat) <= 90 and abs(rec.lon) <= 180:
+                rec = _clean(Record(float(r[pick["lat"]]), float(r[pick["lon"]]), **opt))
+            except (TypeError, ValueError, OverflowError):
+                rec = None
+            if rec is None:
+                bad += 1  # a frame without a record gets no prior
+            else:
                 out[k] = rec
+        if bad and out:
+            warnings.warn(f"{p}: {bad} of {len(rows)} rows skipped (a missing or non-numeric value, or a position "
+                          "off the earth)", TelemetryWarning, stacklevel=3)
         return out
 
     @staticmethod
@@ -95,7 +117,7 @@ class Telemetry:
             if len(lines) < 2 or not lines[0].strip().isdigit():
                 continue
             body = " ".join(lines[1:])
-            lat, lon = _num("latitude", body), _num("longitude", body)
+            lat, lon = _num("latitude", body), _num("longt?itude", body)  # some firmware writes "longtitude"
             alt = _num("rel_alt", body) or _num("altitude", body)
             if lat is None or lon is None:
                 m = re.search(r"GPS\s*\(\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*(?:,\s*(-?[\d.]+))?", body)
@@ -104,7 +126,9 @@ class Telemetry:
                 lon, lat = float(m.group(1)), float(m.group(2))
                 alt = alt if alt is not None else (float(m.group(3)) if m.group(3) else None)
             head = _num("heading", body)
-            out[int(lines[0]) - 1] = Record(lat, lon, head if head is not None else _num("yaw", body), alt)
+            rec = _clean(Record(lat, lon, head if head is not None else _num("yaw", body), alt))
+            if rec is not None:
+                out[int(lines[0]) - 1] = rec
         return out
 
     def get(self, frame: int) -> Record | None:
