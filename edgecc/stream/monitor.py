@@ -341,8 +341,10 @@ class Monitor:
             return None
         if self._last_shape is not None and img.shape != self._last_shape:
             c["frame_size_changed"] += 1
-            log.warning("frame %d: size %dx%d differs from the previous frames' %dx%d", frame.index, img.shape[1],
-                        img.shape[0], self._last_shape[1], self._last_shape[0])
+            if c["frame_size_changed"] == 1:  # said once; later ones are counted (frame_size_changed)
+                log.warning("frame %d: size %dx%d differs from the previous frames' %dx%d (further changes are "
+                            "counted, not logged)", frame.index, img.shape[1], img.shape[0], self._last_shape[1],
+                            self._last_shape[0])
         self._last_shape = img.shape
         prior = heading = None
         if self.telemetry is not None:
@@ -361,8 +363,9 @@ class Monitor:
             c["registered_on_telemetry_only"] += 1
         if reg.reason == "prior_disagrees":
             c["telemetry_disagrees"] += 1
-            log.warning("frame %d: the telemetry puts it away from where the image registers; image pose kept",
-                        frame.index)
+            if c["telemetry_disagrees"] == 1:
+                log.warning("frame %d: the telemetry puts it away from where the image registers; image pose kept "
+                            "(further ones are counted as telemetry_disagrees, not logged)", frame.index)
         return reg
 
     def _tiles(self, reg, ev: TileEvidence) -> list[tuple[tuple[int, int, int, int], bool, float]]:

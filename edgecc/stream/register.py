@@ -327,16 +327,15 @@ class Registrar:
             return Registration(False, "featureless")
         grey = _grey(small)
         kp, desc = _ORB.detectAndCompute(grey, None)
-        if self._last is not None and self._last[5] != frame.shape[:2]:
-            self._last = None  # a frame of another size: its pixels are not the last frame's
+        same_size = self._last is not None and self._last[5] == frame.shape[:2]
         to_work = _scale(s)  # frame px -> work px
-        h_track = self._track(kp, desc)
+        h_track = self._track(kp, desc)  # matched points: holds across a change of frame size (a crop, a zoom)
         candidates = []  # (source, H work->map)
         if h_track is not None:
             candidates.append(("track", h_track))
         if prior is not None:
             candidates.append(("prior", prior @ np.linalg.inv(to_work)))
-        if self._last is not None and h_track is None:
+        if same_size and h_track is None:  # the last pose fits only a frame of the last one's size
             candidates.append(("last", self._last[3]))
         best: tuple | None = None
         found: list = []  # converged global candidates (correlation, H)
