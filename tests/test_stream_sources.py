@@ -74,6 +74,38 @@ def test_follow_picks_up_new_files_until_stopped(flight, tmp_path):
     assert got == [p.name for p in names]
 
 
+def test_follow_retries_a_file_whose_writer_paused_mid_file(flight, tmp_path):
+    """Written in place (no rename), half of it, a pause longer than a poll, then the rest: read once complete."""
+    stop = threading.Event()
+    src = FileSequenceSource(tmp_path, follow=True, poll_s=0.02, stop=stop)
+    data = sorted(flight.frames_dir.iterdir())[0].read_bytes()
+    target = tmp_path / "frame_0.png"
+
+    def writer():
+        with open(target, "wb") as f:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            time.sleep(0.3)  # several polls: the half file looks stable and is read (and fails)
+            f.write(data[len(data) // 2:])
+        time.sleep(0.3)
+        stop.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    got, bad = [], 0
+    while True:
+        try:
+            f = src.read()
+        except FrameError:
+            bad += 1
+            continue
+        if f is None:
+            break
+        got.append(f.name)
+    t.join()
+    assert bad == 1 and got == ["frame_0.png"]
+
+
 class _DroppingCapture:
     """A real cv2.VideoCapture that stops delivering after `fail_after` frames (a stream that drops)."""
 

@@ -151,7 +151,8 @@ class FileSequenceSource(FrameSource):
     """Image files in name order: a folder (optionally followed for new files) or a glob pattern.
 
     Files whose name starts with "." or ends in .tmp / .part are ignored (writers should write those, then rename).
-    In follow mode a file is read only once its size has stayed the same over one poll.
+    In follow mode a file is read only once its size and modification time have stayed the same over one poll, and a
+    file that does not decode is tried again once it changes (a writer that paused mid-file).
     """
 
     def __init__(self, folder: str | Path | None = None, pattern: str | None = None, follow: bool = False,
@@ -166,7 +167,8 @@ class FileSequenceSource(FrameSource):
         self._stop = stop or threading.Event()
         self._seen: set[str] = set()
         self._pending: list[Path] = []
-        self._sizes: dict[str, int] = {}
+        self._sizes: dict[str, tuple[int, int] | None] = {}  # name -> (size, mtime) at the last poll
+        self._failed: dict[str, tuple[int, int] | None] = {}  # name -> (size, mtime) when it did not decode
         self._index = 0
         if self._folder is not None and not self._folder.is_dir():
             raise SourceError(f"{self._folder}: not a folder")
@@ -176,7 +178,8 @@ class FileSequenceSource(FrameSource):
             names = [p for p in self._folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
         else:
             names = [Path(p) for p in glob.glob(self._pattern)]
-        return sorted(p for p in names if not p.name.startswith(".") and p.name not in self._seen)
+        return sorted(p for p in names if not p.name.startswith(".") and p.name not in self._seen
+                      and (p.name not in self._failed or _stamp(p) != self._failed[p.name]))
 
     def _next_path(self) -> Path | None:
         while True:
@@ -186,13 +189,10 @@ class FileSequenceSource(FrameSource):
             if self.follow:  # only files whose size is stable since the last poll
                 stable = []
                 for p in new:
-                    try:
-                        size = p.stat().st_size
-                    except OSError:
-                        continue
-                    if self._sizes.get(p.name) == size and size > 0:
+                    stamp = _stamp(p)
+                    if stamp is not None and self._sizes.get(p.name) == stamp and stamp[0] > 0:
                         stable.append(p)
-                    self._sizes[p.name] = size
+                    self._sizes[p.name] = stamp
                 new = stable
             if new:
                 self._pending = new
@@ -210,8 +210,21 @@ class FileSequenceSource(FrameSource):
         try:
             img, transform, crs = _read_file(p)
         except Exception as e:  # noqa: BLE001 - any decode failure is one bad frame, not a dead source
+            if self.follow:  # tried again if it changes: its writer may have paused mid-file
+                self._seen.discard(p.name)
+                self._failed[p.name] = _stamp(p)
             raise FrameError(f"{p}: frame {i} unreadable ({e})") from None
+        self._failed.pop(p.name, None)
         return Frame(i, img, time.monotonic(), p.name, transform, crs)
+
+
+def _stamp(p: Path) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a file, or None when it cannot be seen."""
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _read_file(p: Path) -> tuple[np.ndarray, tuple | None, str | None]:
