@@ -438,3 +438,13 @@ def test_soak_10000_frames_with_faults(tmp_path):
 def test_watch_options_refuse_values_that_cannot_be_meant(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         WatchOptions(**bad)
+
+
+def test_a_map_smaller_than_the_frames_is_said(tiny, flight, tmp_path, caplog):
+    import cv2
+
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), cv2.imread(str(flight.reference))[:60, :60])
+    with caplog.at_level("WARNING", logger="edgecc.watch"):
+        watch(tiny, str(flight.frames_dir), str(small), None, WatchOptions(replay=True, max_frames=2))
+    assert "the map (60x60) is smaller than 50% of a frame" in caplog.text

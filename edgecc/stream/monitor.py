@@ -339,6 +339,12 @@ class Monitor:
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or min(img.shape[:2]) < 16:
             c["frame_unusable"] += 1
             return None
+        if self._last_shape is None and self.telemetry is None:
+            fh, fw = img.shape[:2]  # without telemetry a frame is taken at the map's resolution
+            if self.map.width * self.map.height < self.options.register.min_overlap * fh * fw:
+                log.warning("the map (%dx%d) is smaller than %.0f%% of a frame (%dx%d): a frame at the map's "
+                            "resolution cannot lie that much inside it (a map of the wider area, or --min-overlap)",
+                            self.map.width, self.map.height, 100 * self.options.register.min_overlap, fw, fh)
         if self._last_shape is not None and img.shape != self._last_shape:
             c["frame_size_changed"] += 1
             if c["frame_size_changed"] == 1:  # said once; later ones are counted (frame_size_changed)
