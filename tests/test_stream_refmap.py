@@ -195,3 +195,52 @@ def test_trusted_telemetry_registers_what_the_image_cannot(big, geotiff):
     assert not Registrar(m).register(rebuilt, prior).ok
     r = Registrar(m, RegisterOptions(trust_prior=True)).register(rebuilt, prior)
     assert r.ok and r.reason == "prior_only" and r.coarse == "prior" and r.bbox == (200, 400, 312, 512)
+
+
+@pytest.fixture(scope="module")
+def geotiff_lonlat(geotiff, tmp_path_factory):
+    """The same map reprojected to EPSG:4326: its pixels are square in degrees, not on the ground (0.8 : 1 here)."""
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    p = tmp_path_factory.mktemp("map") / "lonlat.tif"
+    with rasterio.open(geotiff) as src:
+        t, w, h = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height, *src.bounds)
+        with rasterio.open(p, "w", **{**src.profile, "crs": "EPSG:4326", "transform": t, "width": w, "height": h}
+                           ) as dst:
+            for b in (1, 2, 3):
+                reproject(rasterio.band(src, b), rasterio.band(dst, b), resampling=Resampling.bilinear)
+    return p
+
+
+def test_a_lonlat_map_is_measured_on_the_ground(geotiff, geotiff_lonlat, tmp_path):
+    utm, ll = ReferenceMap.open(geotiff), ReferenceMap.open(geotiff_lonlat)
+    np.testing.assert_allclose(utm.ground, [[0.5, 0], [0, -0.5]])
+    gx, gy = np.abs(np.diag(ll.ground))  # metres per pixel east and north
+    assert gx / gy == pytest.approx(np.cos(np.radians(36.1)), abs=0.01)  # 4e6 m north in UTM 15N: about 36.1 N
+    # one telemetry record: both maps place the frame's corners on the same ground, within a metre
+    lat, lon = _latlon(utm, 300.0, 200.0)
+    csv = tmp_path / "t.csv"
+    csv.write_text(f"frame,lat,lon,heading,altitude\n0,{lat},{lon},30,60\n")
+    tel = Telemetry.open(csv)
+    corners = np.float32([[[0, 0], [200, 0], [200, 100], [0, 100]]])
+    from edgecc.stream.refmap import to_wgs84
+
+    on_ground = []
+    for m in (utm, ll):
+        px = cv2.perspectiveTransform(corners, tel.prior(0, m, (100, 200), fov_deg=80))[0].astype(np.float64)
+        on_ground.append(to_wgs84(m.pixel_to_map(px), m.crs))
+    metres = (on_ground[0] - on_ground[1]) * [111_000 * np.cos(np.radians(lat)), 111_000]
+    assert np.abs(metres).max() < 1.0
+
+
+def test_a_pose_square_on_the_ground_is_not_refused_on_a_lonlat_map(geotiff_lonlat):
+    m = ReferenceMap.open(geotiff_lonlat)
+    reg = Registrar(m, RegisterOptions())
+    frame = np.zeros((100, 120, 3), np.uint8)
+    h = np.eye(3)
+    h[:2, :2] = np.linalg.solve(m.ground, np.diag([0.5, -0.5]))  # 0.5 m frame pixels, north up: sheared in px
+    h[:2, 2] = [m.width / 2 - 60, m.height / 2 - 50]
+    sv = np.linalg.svd(h[:2, :2], compute_uv=False)
+    assert sv[0] / sv[1] > 1.2  # in the map's pixels it looks sheared...
+    assert reg._check(frame, h, 0.9, "track", 0).ok  # ... but on the ground it is a camera looking down

@@ -17,6 +17,7 @@ tiled GeoTIFF with overviews (`gdal_translate -co TILED=YES` + `gdaladdo`) to av
 from __future__ import annotations
 
 import functools
+import math
 import os
 import tempfile
 from collections import OrderedDict
@@ -189,6 +190,32 @@ class ReferenceMap:
 
     def map_to_pixel(self, pts: np.ndarray) -> np.ndarray:
         return geo.to_pixel_points(self.transform, pts)
+
+    @functools.cached_property
+    def ground(self) -> np.ndarray | None:
+        """float [2,2]: a map pixel step (dx, dy) -> ground metres (east, north) at the map's centre; None when the
+        map is not georeferenced. Tells square ground from square pixels: a lon/lat grid's pixel is cos(lat) as wide
+        as it is tall, a Web Mercator one 1/cos(lat) too large, some GeoTIFFs' pixels are not square."""
+        if self.transform is None or self.crs is None or _crs(self.crs) is None:
+            return None
+        a, b, _, d, e, _ = self.transform
+        c = _crs(self.crs)
+        if c.is_projected and (c.linear_units or "").lower() in ("metre", "meter", "m") and \
+                c.to_dict().get("proj") != "merc":
+            return np.array([[a, b], [d, e]], np.float64)  # map units are metres (grid north)
+        cx, cy = self.width / 2, self.height / 2
+        ll = to_wgs84(self.pixel_to_map(np.array([[cx, cy], [cx + 1, cy], [cx, cy + 1]], np.float64)), self.crs)
+        if ll is None or not np.isfinite(ll).all():
+            return None
+        sin2 = math.sin(math.radians(ll[0, 1])) ** 2  # metres per degree on the WGS84 ellipsoid there
+        m_lon = math.pi / 180 * _WGS84_A * math.cos(math.radians(ll[0, 1])) / math.sqrt(1 - _WGS84_E2 * sin2)
+        m_lat = math.pi / 180 * _WGS84_A * (1 - _WGS84_E2) / (1 - _WGS84_E2 * sin2) ** 1.5
+        j = np.array([[(ll[1, 0] - ll[0, 0]) * m_lon, (ll[2, 0] - ll[0, 0]) * m_lon],
+                      [(ll[1, 1] - ll[0, 1]) * m_lat, (ll[2, 1] - ll[0, 1]) * m_lat]])
+        return j if abs(np.linalg.det(j)) > 1e-12 else None
+
+
+_WGS84_A, _WGS84_E2 = 6_378_137.0, 0.00669437999014  # semi-major axis (m), first eccentricity squared
 
 
 def _to_memmap(rgb: np.ndarray, min_bytes: int = 64 * 2**20) -> np.ndarray:

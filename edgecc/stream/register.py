@@ -423,7 +423,11 @@ class Registrar:
         corners = cv2.perspectiveTransform(_corners(fw, fh), h)[0]
         area = cv2.contourArea(corners)
         sv = np.linalg.svd(h[:2, :2], compute_uv=False)
-        if sv[1] <= 1e-3 or sv[0] / sv[1] > o.max_anisotropy or sv[0] > 1e3 or area <= 0 or not cv2.isContourConvex(
+        ratio = sv[0] / max(sv[1], 1e-12)
+        if ratio > o.max_anisotropy and self.map.ground is not None:  # a map whose pixels are not square on the
+            g = np.linalg.svd(self.map.ground @ h[:2, :2], compute_uv=False)  # ground (lon/lat): judged in metres
+            ratio = min(ratio, g[0] / max(g[1], 1e-12))
+        if sv[1] <= 1e-3 or ratio > o.max_anisotropy or sv[0] > 1e3 or area <= 0 or not cv2.isContourConvex(
                 corners.astype(np.float32)):
             return Registration(False, "degenerate")
         w, hh = self.map.width, self.map.height

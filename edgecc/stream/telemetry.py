@@ -16,7 +16,6 @@ of view (`fov_deg`); without them the frame is assumed to have the map's ground 
 from __future__ import annotations
 
 import csv
-import functools
 import math
 import re
 import warnings
@@ -26,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgeccError
-from ..sensors import pixel_size
 
 _ALIASES = {"frame": ("frame", "index", "frame_index"), "lat": ("lat", "latitude"), "lon": ("lon", "lng", "longitude"),
             "heading": ("heading", "yaw", "gimbal_yaw"), "altitude": ("altitude", "alt", "rel_alt", "height")}
@@ -147,23 +145,17 @@ class Telemetry:
             return None
         cx, cy = ref_map.map_to_pixel(np.array([xy]))[0]
         fh, fw = frame_shape
-        map_gsd = pixel_size(ref_map.transform)
-        scale = 1.0  # frame px -> map px
-        if fov_deg and rec.altitude and map_gsd > 0 and _metric(ref_map.crs):
-            scale = 2 * rec.altitude * math.tan(math.radians(fov_deg) / 2) / fw / map_gsd
-        th = math.radians(rec.heading or 0.0)  # frame up = heading; map up = north
-        rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]]) * scale
+        ground = ref_map.ground  # map px -> ground metres (east, north): lon/lat or non-square pixels included
+        if ground is None:
+            return None
+        g = math.sqrt(abs(np.linalg.det(ground)))  # without altitude: the frame at the map's ground resolution
+        if fov_deg and rec.altitude:
+            g = 2 * rec.altitude * math.tan(math.radians(fov_deg) / 2) / fw  # ground metres per frame pixel
+        th = math.radians(rec.heading or 0.0)  # frame up = heading (clockwise from north)
+        # frame px step (right, down) -> metres (east, north): right is heading + 90 deg, down is heading + 180
+        to_ground = g * np.array([[math.cos(th), -math.sin(th)], [-math.sin(th), -math.cos(th)]])
+        lin = np.linalg.solve(ground, to_ground)  # frame px -> map px
         h = np.eye(3)
-        h[:2, :2] = rot
-        h[:2, 2] = [cx, cy] - rot @ [fw / 2, fh / 2]
+        h[:2, :2] = lin
+        h[:2, 2] = [cx, cy] - lin @ [fw / 2, fh / 2]
         return h
-
-
-@functools.lru_cache(maxsize=16)
-def _metric(crs: str) -> bool:
-    try:
-        from rasterio.crs import CRS
-
-        return not CRS.from_user_input(crs).is_geographic
-    except Exception:  # noqa: BLE001 - unknown CRS: no metric scale from altitude
-        return False
