@@ -6,8 +6,11 @@ Example:
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
+
+from ._atomic import write_bytes
 
 QUALITY_LABEL = "LEVIR-CC-synth"
 _QUALITY = ("CIDEr-D", "CIDEr chg", "BLEU-4", "gate", "drift")  # from the manifest: "n/a" where it has none
@@ -31,7 +34,7 @@ _COLUMNS = (  # header, getter, format
     ("CIDEr chg", lambda r: r["quality"]["CIDEr-D-changed"], "{:.3f}"),
     ("BLEU-4", lambda r: r["quality"]["BLEU-4"], "{:.3f}"),
     ("gate", lambda r: r["quality"]["gate_accuracy"], "{:.3f}"),
-    ("drift", lambda r: r["quality"]["cider_drift"], "{:+.3f}"),
+    ("drift", lambda r: r["quality"]["cider_drift"], "{:+.4f}"),
     ("reason", lambda r: r.get("reason") or "", "{}"),
 )
 
@@ -144,5 +147,7 @@ def save_plot(report: dict, path: str | Path) -> None:
     ax.margins(x=0.2, y=0.2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
+    write_bytes(path, buf.getvalue())  # atomic, into a folder made if missing

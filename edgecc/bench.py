@@ -90,7 +90,12 @@ def size_bytes(backend: Backend, precision: str, bundle: Bundle, opts: BenchOpti
     if not variant:
         return None
     files = bundle.manifest["files"]
-    names = {v for v in variant.values() if isinstance(v, str) and v in files}
+    # the graphs the engine opens (engines/ort.py): split = trunk + kernel + fusion; standard = the encoder, and the
+    # trunk beside it where the gate needs tokens the encoder does not give (the student)
+    split_ok = "trunk" in variant and "fusion" in variant
+    split = backend.options.get("fusion", "split" if split_ok and backend.device == "cpu" else "standard") == "split"
+    roles = ({"trunk", "fusion"} if split else {"encoder", "trunk"}) | {"decoder", "gate"}
+    names = {variant[r] for r in roles if isinstance(variant.get(r), str) and variant[r] in files}
     names |= {n for n in files for v in names if n != v and n.startswith(v)}  # encoder.onnx.data and the like
     loop = (bundle.manifest.get("decode_loop") or {}).get("graphs", {}).get(precision)
     if loop and loop.get("file") in files:  # the in-graph search the engine also loads

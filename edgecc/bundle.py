@@ -83,7 +83,9 @@ class Bundle:
         if size > MAX_MANIFEST_BYTES:
             raise BundleError(f"{mpath}: manifest is {size} bytes, more than the {MAX_MANIFEST_BYTES} byte limit")
         try:
-            manifest = json.loads(mpath.read_bytes())
+            manifest = json.loads(mpath.read_bytes(), parse_constant=_no_constant)
+        except _NonFinite as e:
+            raise BundleError(f"{mpath}: manifest holds {e}, not a number") from None
         except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting or number bombs
             raise BundleError(f"{mpath}: manifest is not valid JSON ({e.__class__.__name__})") from None
         if not isinstance(manifest, dict):
@@ -227,6 +229,15 @@ def _safe_name(name: object) -> bool:
     return not (name.startswith("/") or ":" in parts[0] or any(x in ("..", ".", "") for x in parts))
 
 
+class _NonFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str):
+    """json's NaN / Infinity / -Infinity: not JSON, and a manifest that holds one would be echoed as invalid JSON."""
+    raise _NonFinite(name)
+
+
 def _check_structure(root: Path, mpath: Path, m: dict) -> None:
     """BundleError unless `files` maps safe names to {"sha256": hex, ...} and no listed file leaves the bundle, and
     every file a variant names is listed."""
@@ -240,9 +251,16 @@ def _check_structure(root: Path, mpath: Path, m: dict) -> None:
         if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) or not _SHA256.fullmatch(
                 meta["sha256"]):
             raise BundleError(f"{mpath}: malformed manifest (no sha256 for {name!r})")
+        if type(meta.get("bytes")) is not int or meta["bytes"] < 0:
+            raise BundleError(f"{mpath}: malformed manifest (no size in bytes for {name!r})")
         p = root / name
         if (p.exists() or p.is_symlink()) and not p.resolve().is_relative_to(real_root):
             raise BundleError(f"{p}: a symlink that leaves the bundle (to {p.resolve()})")
+    for section in ("input", "gate", "decoder"):
+        if not isinstance(m.get(section), dict):
+            raise BundleError(f"{mpath}: malformed manifest (no {section!r} section)")
+    if not isinstance(m["input"].get("size"), int):
+        raise BundleError(f"{mpath}: malformed manifest (no input size)")
     if "vocab.json" not in files:
         raise BundleError(f"{mpath}: malformed manifest (vocab.json is not listed in 'files')")
     variants = m.get("variants")

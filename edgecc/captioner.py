@@ -118,8 +118,8 @@ def load(bundle: str | Path | None = None, backend: str = "ort-cpu", precision: 
         if precision == choice.precision:  # threads were measured for that variant
             engine_options = {**choice.engine_options(), **engine_options}
             tuning = {"source": choice.source, "why": choice.why, **choice.engine_options()}
-    if precision is None:
-        precision = b.cpu_precision if cpu else "fp32"
+    if precision is None:  # the bundle's CPU pick is an ONNX Runtime variant; PyTorch runs the checkpoint in fp32
+        precision = b.cpu_precision if cpu and backend_info.kind == "ort" else "fp32"
     if options is None:
         options = DecodingOptions(**b.manifest.get("decoding", {}))
     from .engines.capability import check

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -39,6 +40,9 @@ class _Shell(TyperGroup):
             except KeyboardInterrupt:
                 typer.echo("edgecc: interrupted", err=True)
                 raise typer.Exit(130) from None
+            except BrokenPipeError:  # `edgecc search ... | head -1`: the reader left; quiet, as a Unix tool
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+                raise typer.Exit(141) from None
             except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit):
                 raise  # usage errors and exits keep click's own wording and codes
             except Exception as e:
@@ -164,9 +168,10 @@ def info(model: str | None = typer.Argument(None, help="Bundle dir or model name
     if model and model_option and model != model_option:
         raise typer.BadParameter(f"two models given ({model} and --model {model_option}); give one")
     from edgecc.bundle import Bundle, bundled_models
+    from edgecc.tune import current
 
     b = Bundle.open(model_option or model)
-    m, runs = b.manifest, b.cpu_precision
+    m, runs = b.manifest, current(b).precision  # what caption runs here: `edgecc tune`'s choice, else the bundle's
     if as_json:
         typer.echo(json.dumps({"bundle": str(b.root), "name": b.name, "arch": m.get("arch"), "cpu_precision": runs,
                                "bundled_models": {k: str(v) for k, v in bundled_models().items()},
@@ -175,7 +180,7 @@ def info(model: str | None = typer.Argument(None, help="Bundle dir or model name
     rows = [("bundle", str(b.root)),
             ("name", f"{m.get('name')}  ({m.get('arch')}, {m.get('params', 0) / 1e6:.2f}M params)"),
             ("input", f"{m['input']['size']}x{m['input']['size']} {','.join(m['input']['bands'])} uint8"),
-            ("variants", f"{', '.join(m['variants'])}  ({runs} runs by default on CPU; opset {m.get('opset')})"),
+            ("variants", f"{', '.join(m['variants'])}  ({runs} runs by default on this CPU; opset {m.get('opset')})"),
             ("gate", f"threshold {m['gate']['threshold']}")]
     width = max(map(len, m["files"]))
     rows += [("file", f"{name:<{width}}  {meta['bytes'] / 1e6:7.2f} MB  sha256 {meta['sha256'][:16]}…")
@@ -255,7 +260,7 @@ def doctor():
 @app.command()
 def tune(
     model: Path | None = typer.Option(None, "--model", "-m", help="Bundle dir or model name (default, teacher)."),
-    reps: int = typer.Option(30, help="Timed calls per candidate (median)."),
+    reps: int = typer.Option(30, min=1, help="Timed calls per candidate (median)."),
 ):
     """Measure threads, precision and date batching on this CPU; cache the fastest for `caption`, `watch`, `bench`."""
     from edgecc.bundle import Bundle
@@ -433,13 +438,26 @@ def bench(
     """Latency, throughput, cold start and memory across backends x precisions x batch sizes, beside the quality
     the bundle manifest stores per variant (`edgecc eval` measures it)."""
     from edgecc import bench as b
+    from edgecc._atomic import check_outputs
 
-    def names(s):
-        return tuple(x.strip() for x in s.split(",") if x.strip()) if s else None
+    def names(s, opt):  # "a, b,a" -> ("a", "b"); an empty list is refused, not read as "all"
+        if s is None:
+            return None
+        out = tuple(dict.fromkeys(x.strip() for x in s.split(",") if x.strip()))
+        if not out:
+            raise typer.BadParameter(f"{opt} {s!r} names nothing; give comma-separated names")
+        return out
 
+    try:
+        sizes = tuple(int(x) for x in names(batches, "--batches"))
+    except ValueError:
+        raise typer.BadParameter(f"--batches takes batch sizes like 1,8, got {batches!r}") from None
+    if min(sizes) < 1:
+        raise typer.BadParameter(f"--batches are sizes >= 1, got {batches!r}")
+    check_outputs({"--json": json_path, "--markdown": markdown, "--plot": plot})  # before the run, not after
     opts = b.BenchOptions(model=str(model) if model else None, checkpoint=str(checkpoint) if checkpoint else None,
-                          quick=quick, backends=names(backends), precisions=names(precisions),
-                          batches=tuple(int(x) for x in names(batches)))
+                          quick=quick, backends=names(backends, "--backends"),
+                          precisions=names(precisions, "--precisions"), batches=sizes)
     report = b.run(opts)
     b.print_table(report)
     b.save_outputs(report, json_path=json_path, markdown_path=markdown, plot_path=plot)

@@ -110,11 +110,13 @@ def cached(bundle) -> Choice | None:
     path = cache_path(bundle, key)
     try:
         data = json.loads(path.read_text())
-        if data.get("key") != key or data["precision"] not in bundle.manifest["variants"]:
+        if not isinstance(data, dict) or data.get("key") != key or data["precision"] not in bundle.manifest["variants"]:
             return None
-        return Choice(**{k: data[k] for k in Choice.__dataclass_fields__ if k in data})
+        c = Choice(**{k: data[k] for k in Choice.__dataclass_fields__ if k in data})
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    threads_ok = all(type(n) is int and 1 <= n <= 1024 for n in (c.encoder_threads, c.decoder_threads))
+    return c if threads_ok and isinstance(c.batch_dates, bool) and isinstance(c.spin, bool) else None  # else edited
 
 
 def current(bundle) -> Choice:

@@ -18,6 +18,8 @@ from edgecc.bench import PRECISIONS, BenchOptions, Precision, plan, run, save_ou
 from edgecc.bundle import Bundle, write_manifest
 from edgecc.engines import BACKENDS
 
+NO_CHECKPOINT = "no PyTorch checkpoint in the bundle (edgecc bench --checkpoint, edgecc.load(checkpoint=...))"
+
 FAST = dict(warmup=1, min_reps=2, budget_s=0.0, n_inputs=4)  # smallest honest timing loop
 LATENCY_KEYS = {"encode_p50", "token_mean", "total_p50", "total_p90", "total_p99"}
 QUALITY_KEYS = {"CIDEr-D", "CIDEr-D-changed", "BLEU-4", "gate_accuracy", "cider_drift"}
@@ -51,7 +53,7 @@ def test_skip_reasons(tiny_bundle, tiny_checkpoint):
         assert "TensorrtExecutionProvider" in _rows(rows, "ort-tensorrt", "fp32")[0]["reason"]
     if not HAS_TORCH:
         return
-    assert _rows(rows, "torch-cpu", "fp32")[0]["reason"] == "no PyTorch checkpoint (pass --checkpoint)"
+    assert _rows(rows, "torch-cpu", "fp32")[0]["reason"] == NO_CHECKPOINT
     rows = plan(BenchOptions(model=str(tiny_bundle), checkpoint=str(tiny_checkpoint), batches=(1,)))
     assert _rows(rows, "torch-cpu", "fp32")[0]["status"] == "pending"
     assert _rows(rows, "torch-cpu", "fp32")[0]["size_bytes"] == Path(tiny_checkpoint).stat().st_size
@@ -161,7 +163,7 @@ def test_quality_and_drift_come_from_the_manifest(tiny_bundle, tiny_checkpoint, 
     md = to_markdown({"machine": {"cpu": "x", "cores": 1, "versions": {"onnxruntime": "1"}, "loadavg_at_start": []},
                       "bundle": {"name": "b", "files_sha256": "0" * 64}, "date": "d", "rows": rows})
     assert "LEVIR-CC-synth test n=8 from the bundle manifest" in md
-    assert "| 1.200 | 0.600 | 0.500 | 0.900 | -0.050 |" in md and "| n/a | n/a | n/a | n/a | n/a |" in md
+    assert "| 1.200 | 0.600 | 0.500 | 0.900 | -0.0500 |" in md and "| n/a | n/a | n/a | n/a | n/a |" in md
 
 
 def test_inputs_rotate_changed_and_unchanged_pairs():
@@ -191,6 +193,33 @@ def test_cli_bench(tiny_bundle, tmp_path):
     flat = " ".join(res.stdout.split())
     assert cpu().model.split()[0] in flat and "tuned (" in flat  # the CPU and the tuned choice are in the caption
     assert f"ISA: {' '.join(cpu().isa) or '-'}" in flat
+
+
+@pytest.mark.parametrize("args, says", [(["--batches", ""], "--batches '' names nothing"),
+                                        (["--batches", "0,1"], "--batches are sizes >= 1"),
+                                        (["--batches", "x"], "--batches takes batch sizes"),
+                                        (["--backends", ","], "--backends ',' names nothing")])
+def test_cli_bench_refuses_lists_that_cannot_be_meant(tiny_bundle, args, says):
+    from typer.testing import CliRunner
+
+    from edgecc.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "--model", str(tiny_bundle), "--quick", *args])
+    assert res.exit_code == 2 and says in res.stderr, res.output
+
+
+def test_cli_bench_outputs_go_into_new_folders_and_repeats_run_once(tiny_bundle, tmp_path):
+    pytest.importorskip("matplotlib")
+    from typer.testing import CliRunner
+
+    from edgecc.cli import app
+
+    plot, out = tmp_path / "new" / "dir" / "p.png", tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["bench", "--model", str(tiny_bundle), "--backends", "ort-cuda,ort-cuda",
+                                   "--precisions", "fp32", "--batches", "1", "--quick", "--plot", str(plot),
+                                   "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(json.loads(out.read_text())["rows"]) == 1
 
 
 def test_skipped_rows_are_grouped_by_reason():

@@ -119,6 +119,7 @@ def _synthetic_bundle(root: Path, encoder: bytes | None = None, extra: dict | No
         (root / name).write_bytes(data)
     files = ["encoder.onnx", "decoder.onnx", "vocab.json", *(extra or {})]
     write_manifest(root, {"name": "synthetic", "files": files, "vocab_sha256": vocab.sha256(),
+                          "input": {"size": 64}, "gate": {"threshold": 0.5}, "decoder": {"max_len": 8},
                           "variants": {"fp32": {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}}, **manifest})
     return root
 
@@ -252,6 +253,20 @@ def test_oversized_manifest_is_refused(tmp_path):
 def test_malformed_manifest_is_refused(tmp_path, text, match):
     root = _synthetic_bundle(tmp_path / "b")
     (root / "manifest.json").write_text(text, encoding="latin-1")
+    _refused(root, match)
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda m: m["gate"].update(threshold=float("nan")), "manifest holds NaN, not a number"),
+    (lambda m: m.update(params=float("inf")), "manifest holds Infinity, not a number"),
+    (lambda m: m.pop("input"), "no 'input' section"),
+    (lambda m: m.pop("decoder"), "no 'decoder' section"),
+    (lambda m: m["input"].pop("size"), "no input size"),
+    (lambda m: m["files"]["decoder.onnx"].pop("bytes"), "no size in bytes for 'decoder.onnx'"),
+])
+def test_a_manifest_missing_what_the_runtime_reads_is_refused_in_one_line(tmp_path, edit, match):
+    root = _synthetic_bundle(tmp_path / "b")
+    _edit_manifest(root, edit)  # json.dumps writes NaN / Infinity, which are not JSON
     _refused(root, match)
 
 

@@ -253,7 +253,7 @@ def test_info_shows_the_variant_that_runs_aligned_and_takes_model_option():
     lines = r.stdout.splitlines()
     assert any(x.startswith("metrics     int8 (the default)") for x in lines)
     assert any(x.startswith("  all ") and f"CIDEr-D {cider:.3f}" in x for x in lines)
-    assert "int8 runs by default on CPU" in r.stdout
+    assert "int8 runs by default on this CPU" in r.stdout
     files = [x for x in lines if x.startswith("file ")]
     assert len(files) == len(b.manifest["files"]) and len({x.index(" MB") for x in files}) == 1  # one column
     assert len({x.index("sha256") for x in files}) == 1

@@ -18,6 +18,8 @@ from edgecc.bundle import Bundle
 from edgecc.engines import BACKENDS, PRECISIONS, STAGES, capabilities, create_engine, timed
 from edgecc.engines.capability import check, format_table, reason
 
+NO_CHECKPOINT = "no PyTorch checkpoint in the bundle (edgecc bench --checkpoint, edgecc.load(checkpoint=...))"
+
 FIXTURE = Path(__file__).parent / "data" / "captions_default.json"
 
 
@@ -117,7 +119,7 @@ def test_capability_reasons(tiny_bundle):
     assert reason("ort-cpu", "fp32", b) is None
     if importlib.util.find_spec("torch") is not None:
         assert reason("torch-cpu", "int8", b) == "int8 is not supported by the torch engine"
-        assert reason("torch-cpu", "fp32", b) == "no PyTorch checkpoint (pass --checkpoint)"
+        assert reason("torch-cpu", "fp32", b) == NO_CHECKPOINT
     with pytest.raises(ValueError, match="cannot run int8 here: no int8 variant"):
         check("ort-cpu", "int8", b)
     with pytest.raises(ValueError, match="unknown backend"):

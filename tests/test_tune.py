@@ -123,6 +123,13 @@ def test_a_stale_or_broken_cache_is_ignored(bundle):
     path.write_text(json.dumps(good))
     assert tune.cached(bundle) is None  # keyed for another ONNX Runtime
     assert tune.current(bundle).source == "default"
+    key = tune.cache_key(bundle)
+    for edited in ([], None, {**Choice("int8", 2, 1).__dict__, "key": key, "encoder_threads": "x"},
+                   {**Choice("int8", 2, 1).__dict__, "key": key, "decoder_threads": 1.5},
+                   {**Choice("int8", 2, 1).__dict__, "key": key, "encoder_threads": 0}):
+        path.write_text(json.dumps(edited))
+        assert tune.cached(bundle) is None, edited  # a hand-edited file: ignored, the default runs
+        assert edgecc.load().tuning["source"] == "default"
 
 
 def test_measure_runs_on_the_real_bundle(bundle):

@@ -77,7 +77,7 @@ def reason(backend: Backend | str, precision: Precision | str, bundle=None,
         if backend.device == "cpu" and not precision.torch_cpu:
             return f"{precision.name} on CPU not supported by this engine"
         if bundle is not None and checkpoint_path(bundle, checkpoint) is None:
-            return "no PyTorch checkpoint (pass --checkpoint)"
+            return "no PyTorch checkpoint in the bundle (edgecc bench --checkpoint, edgecc.load(checkpoint=...))"
         return None
     if bundle is None:
         return None
