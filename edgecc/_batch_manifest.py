@@ -17,6 +17,8 @@ lists all of them (the message is the first).
 from __future__ import annotations
 
 import csv
+import datetime
+import io
 import json
 import os
 import re
@@ -99,7 +101,10 @@ def read_manifest(path: str | os.PathLike, check_paths: bool = True) -> list[Ite
                 why = _unreadable(Path(p))
                 if why:
                     problems.append(f"{where}: {iid!r}: {img_path}: {why}")
-            resolved.append(Image(p, date or _date_from_name(img_path)))
+            when = date or _date_from_name(img_path)
+            if when and _iso_date(when) is None:
+                problems.append(f"{where}: {iid!r}: {img_path}: date {when!r} is not a date (YYYY-MM-DD or YYYYMMDD)")
+            resolved.append(Image(p, _iso_date(when) if when else None))
         if kind == "sequence" and all(im.date for im in resolved):
             resolved.sort(key=lambda im: im.date)  # stable: equal dates keep the manifest order
         items.append(Item(iid, kind, tuple(resolved), row))
@@ -121,7 +126,26 @@ def _unreadable(p: Path) -> str | None:
 
 def _date_from_name(path: str) -> str | None:
     m = _DATE_IN_NAME.search(Path(path).name)
-    return f"{m.group(1)}-{m.group(2)}-{m.group(3)}" if m else None
+    when = f"{m.group(1)}-{m.group(2)}-{m.group(3)}" if m else None
+    return when if when and _iso_date(when) else None  # 20201399 in a name is not a date
+
+
+def _iso_date(text: str) -> str | None:
+    """'2015-9-26', '2015/09/26', '20150926' or an ISO date-time -> '2015-09-26'; '2019' and '2019-5' -> '2019',
+    '2019-05' (these sort in time); None if not a date."""
+    part = re.fullmatch(r"\s*(\d{4})(?:[-/.](\d{1,2}))?\s*", text)
+    if part:
+        year, month = part.groups()
+        if month is None:
+            return year
+        return f"{year}-{int(month):02d}" if 1 <= int(month) <= 12 else None
+    m = re.fullmatch(r"\s*(\d{4})[-/.]?(\d{1,2})[-/.]?(\d{1,2})(?:[T ].*)?\s*", text)
+    if not m or (len(m.group(2)) + len(m.group(3)) < 4 and not re.search(r"\d{4}[-/.]", text)):
+        return None  # 2015926: which digits are the month?
+    try:
+        return datetime.date(*map(int, m.groups())).isoformat()
+    except ValueError:
+        return None
 
 
 def _clean(v) -> str:
@@ -129,8 +153,9 @@ def _clean(v) -> str:
 
 
 def _read_csv(path: Path, text: str, problems: list[str]) -> list:
-    rows = list(csv.reader(text.splitlines()))
-    lines = [(i + 1, r) for i, r in enumerate(rows) if any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
+    reader = csv.reader(io.StringIO(text, newline=""))  # records end at \n or \r\n only (not U+2028), quotes kept
+    lines = [(reader.line_num, r) for r in reader]
+    lines = [(n, r) for n, r in lines if any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
     if not lines:
         return []
     head_row, header = lines[0]
@@ -165,7 +190,7 @@ def _read_csv(path: Path, text: str, problems: list[str]) -> list:
 
 def _read_jsonl(path: Path, text: str, problems: list[str]) -> list:
     out = []
-    for row, line in enumerate(text.splitlines(), 1):
+    for row, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside a JSON string
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:

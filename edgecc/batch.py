@@ -61,6 +61,7 @@ class BatchOptions:
         dry_run: check the manifest, hash the inputs and say what would run; write nothing.
         geojson, heatmap, geojson_crs: per-pair outputs (as `edgecc caption --geojson/--heatmap`).
         overlap, tile_batch, gsd: tiling of large scenes (as `edgecc caption`).
+        bands, resize: how every item's images are read (as `edgecc caption --bands / --resize`).
         progress: a progress bar with ETA on stderr (when it is a terminal).
     """
 
@@ -80,6 +81,8 @@ class BatchOptions:
     overlap: int = 32
     tile_batch: int = 8
     gsd: float | None = None
+    bands: tuple[int, ...] | None = None
+    resize: bool = False
     progress: bool = True
 
     def __post_init__(self):
@@ -146,6 +149,8 @@ def run_batch(manifest: str | os.PathLike, out: str | os.PathLike, options: Batc
     out = Path(out)
     settings, cfg = _settings(options)
     with _lock(out, options.dry_run):
+        if not options.dry_run:
+            _drop_stale_temps(out)  # a killed run's half-written files: only this run writes here now
         hashes = _hash_inputs(items, out, write=not options.dry_run)
         keys = {it.id: _item_key(it, hashes, settings) for it in items}
         todo = [it for it in items if not _finished(out, it, keys[it.id])]
@@ -224,7 +229,8 @@ def _settings(o: BatchOptions) -> tuple[dict, dict]:
     from .bundle import resolve
 
     cfg = {"model": str(resolve(o.model)), "precision": o.precision, "beam": o.beam, "threshold": o.threshold,
-           "overlap": o.overlap, "tile_batch": o.tile_batch, "gsd": o.gsd, "geojson_crs": o.geojson_crs}
+           "overlap": o.overlap, "tile_batch": o.tile_batch, "gsd": o.gsd, "geojson_crs": o.geojson_crs,
+           "bands": o.bands, "resize": o.resize}
     cap = load_captioner(cfg, 1)
     cfg["precision"] = cap.precision  # every worker runs the variant resolved here
     b = cap.bundle
@@ -232,7 +238,7 @@ def _settings(o: BatchOptions) -> tuple[dict, dict]:
         "format": ITEM_FORMAT, "bundle_sha256": b.files_sha256, "model": b.name, "precision": cap.precision,
         "decoding": asdict(getattr(cap, "decoding", cap.options)), "threshold": cap.gate_threshold,
         "overlap": o.overlap, "tile_batch": o.tile_batch, "gsd": o.gsd, "geojson": o.geojson,
-        "geojson_crs": o.geojson_crs,
+        "geojson_crs": o.geojson_crs, "bands": o.bands, "resize": o.resize,
         "heatmap": o.heatmap, "encoder_threads": b.manifest.get("runtime", {}).get("encoder_threads"),
     }
     return settings, cfg
@@ -241,7 +247,7 @@ def _settings(o: BatchOptions) -> tuple[dict, dict]:
 def _job(it: Item, key: str, out: Path, o: BatchOptions) -> dict:
     name = item_name(it.id)
     n = len(it.pairs)
-    stems = [name if n == 1 else f"{name}.{i + 1}" for i in range(n)]
+    stems = [name if n == 1 else f"{name}~{i + 1}" for i in range(n)]  # "~" is never in a name: no id collides
     return {"id": it.id, "row": it.row, "kind": it.kind, "key": key, "name": name,
             "images": [(im.path, im.date) for im in it.images],
             "geojson": [str(out / "geojson" / f"{s}.geojson") for s in stems] if o.geojson else None,
@@ -267,7 +273,7 @@ def caption_item(captioner, job: dict, cfg: dict) -> dict:
             with warnings.catch_warnings(record=True) as seen:
                 warnings.simplefilter("always")
                 scene = captioner.caption(
-                    pre, post, ReadOptions(),
+                    pre, post, ReadOptions(bands=cfg.get("bands"), resize=bool(cfg.get("resize"))),
                     TileOptions(tile=captioner.input_size, overlap=cfg["overlap"], batch=cfg["tile_batch"],
                                 progress=False),
                     geojson=job["geojson"][i] if job["geojson"] else None,
@@ -364,11 +370,12 @@ def _hash_inputs(items: list[Item], out: Path, write: bool) -> dict:
             continue
         st = os.stat(path)
         hit = cache.get(path)
-        if hit and hit[:2] == [st.st_size, st.st_mtime_ns]:
-            hashes[path] = hit[2]
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]  # ctime: a content change whose mtime was put back
+        if hit and hit[:3] == stamp:
+            hashes[path] = hit[3]
         else:
             hashes[path] = sha256_file(path)
-            cache[path] = [st.st_size, st.st_mtime_ns, hashes[path]]
+            cache[path] = [*stamp, hashes[path]]
             fresh = True
     if fresh and write:
         write_json(cache_path, cache, indent=1)
@@ -391,6 +398,8 @@ def load_results(out: str | os.PathLike) -> list[dict]:
     """Every finished item record (status ok) in a result folder, by id."""
     recs = []
     for p in sorted((Path(out) / "items").glob("*.json")):
+        if p.name.startswith("."):  # a temporary file, not a record
+            continue
         try:
             rec = json.loads(p.read_text())
         except (OSError, ValueError):
@@ -398,6 +407,14 @@ def load_results(out: str | os.PathLike) -> list[dict]:
         if rec.get("status") == "ok":
             recs.append(rec)
     return recs
+
+
+def _drop_stale_temps(out: Path) -> None:
+    """Remove the temporary files (`.<name>.<hex>.tmp<suffix>`, edgecc._atomic) a killed run left in the folder."""
+    for folder in (out, out / "items", out / "geojson", out / "heatmaps"):
+        for p in folder.glob(".*.tmp*") if folder.is_dir() else ():
+            if re.fullmatch(r"\..+\.[0-9a-f]{8}\.tmp.*", p.name):
+                p.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

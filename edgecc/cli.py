@@ -541,14 +541,19 @@ def batch(
     heatmap: bool = typer.Option(False, help="Write a change heatmap GeoTIFF per pair (DIR/heatmaps/)."),
     geojson_crs: str = typer.Option("image", help="Per-pair GeoJSON coordinates: 'image' or 'EPSG:4326'."),
     progress: bool = typer.Option(True, help="Progress bar with ETA (on stderr, when a terminal)."),
+    bands: str | None = typer.Option(None, help="1-based bands to use as RGB, e.g. 3,2,1 (every item)."),
+    resize: bool = typer.Option(False, help="Resize an after image to its before image if sizes differ."),
+    gsd: float | None = typer.Option(None, "--gsd", min=0.01, help="Ground resolution in metres per pixel of "
+                                     "non-georeferenced items (as for caption)."),
+    overlap: int = typer.Option(32, min=0, help="Tile overlap in pixels for large scenes (as for caption)."),
 ):
     """Caption an archive of pairs and dated series; resumable; exit 1 when any item failed."""
     from edgecc.batch import BatchOptions, ManifestError, run_batch
 
     opts = BatchOptions(model=model, precision=precision, beam=beam, threshold=threshold, workers=workers,
                         threads=threads, engine="ray" if ray or ray_address else "local", ray_address=ray_address,
-                        limit=limit,
-                        dry_run=dry_run, geojson=geojson, heatmap=heatmap, geojson_crs=geojson_crs, progress=progress)
+                        limit=limit, dry_run=dry_run, geojson=geojson, heatmap=heatmap, geojson_crs=geojson_crs,
+                        progress=progress, bands=_parse_bands(bands), resize=resize, gsd=gsd, overlap=overlap)
     try:
         res = run_batch(manifest, out, opts)
     except ManifestError as e:

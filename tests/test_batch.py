@@ -15,7 +15,7 @@ import cv2
 import pytest
 from typer.testing import CliRunner
 
-from edgecc.batch import BatchOptions, ManifestError, item_name, read_manifest, run_batch
+from edgecc.batch import BatchOptions, ManifestError, item_name, load_results, read_manifest, run_batch
 from edgecc.bench import make_inputs
 from edgecc.cli import app
 
@@ -62,6 +62,28 @@ def test_manifest_forms(tmp_path, fixtures_dir):
     assert len(s.pairs) == 2 and s.images[0].path == str(pre)
     j, k = read_manifest(tmp_path / "m.jsonl")
     assert (j.kind, j.row, k.kind, k.row, len(k.images)) == ("pair", 1, "sequence", 3, 2)
+
+
+def test_dates_are_read_as_dates_and_sorted_in_time(tmp_path, fixtures_dir):
+    pre, post = fixtures_dir / "geo_pre.tif", fixtures_dir / "geo_post.tif"
+    (tmp_path / "seq.csv").write_text(f"id,date,image\nmix,2015-9-26,{post}\nmix,2015-10-01,{pre}\n"
+                                      f"mix,20140720,{post}\n")
+    assert [im.date for im in read_manifest(tmp_path / "seq.csv")[0].images] == ["2014-07-20", "2015-09-26",
+                                                                                 "2015-10-01"]
+    (tmp_path / "bad.csv").write_text(f"id,date,image\nb,2020-13-99,{post}\nb,2021-01-01,{pre}\n")
+    with pytest.raises(ManifestError) as e:
+        read_manifest(tmp_path / "bad.csv")
+    assert e.value.problems == [f"{tmp_path / 'bad.csv'}:2: 'b': {post}: date '2020-13-99' is not a date "
+                                "(YYYY-MM-DD or YYYYMMDD)"]
+
+
+def test_a_line_separator_inside_a_record_is_not_a_new_row(tmp_path, fixtures_dir):
+    pre, post = fixtures_dir / "geo_pre.tif", fixtures_dir / "geo_post.tif"
+    (tmp_path / "m.jsonl").write_text(json.dumps({"id": "a\u2028b", "pre": str(pre), "post": str(post)},
+                                                 ensure_ascii=False) + "\r\n", encoding="utf-8")
+    (tmp_path / "m.csv").write_text(f'id,pre,post\n"x\u0085y",{pre},{post}\n', encoding="utf-8")
+    assert [it.id for it in read_manifest(tmp_path / "m.jsonl")] == ["a\u2028b"]
+    assert [it.id for it in read_manifest(tmp_path / "m.csv")] == ["x\u0085y"]
 
 
 def test_dates_from_file_names(shared_data, tmp_path):
@@ -163,8 +185,11 @@ def test_partial_files_never_look_finished(archive, tmp_path):
     (out / "items" / "p1.json").unlink()
     (out / "items" / ".p1.json.0123abcd.tmp.json").write_text('{"id": "p1", "sta')  # a write cut short
     (out / "items" / "p2.json").write_text((out / "items" / "p2.json").read_text()[:50])  # torn by hand
+    (out / "items" / ".p3.json.89abcdef.tmp.json").write_text(json.dumps(_item(out, "p3")))  # complete, not renamed
     r = run_batch(archive, out, BatchOptions(workers=1, progress=False))
     assert (r.ran, r.skipped, r.ok) == (2, 2, 4)
+    assert not list((out / "items").glob(".*"))  # a killed run's temporary files are removed by the next run
+    assert sorted(rec["id"] for rec in load_results(out)) == ["p0", "p1", "p2", "p3"]  # and never read as records
 
 
 def test_failure_isolation_and_exit_code(archive, tmp_path, fixtures_dir):
@@ -207,7 +232,7 @@ def test_geopackage_and_outputs(tmp_path, fixtures_dir):
     assert (out / g["steps"][0]["geojson"]).is_file() and (out / g["steps"][0]["heatmap"]).is_file()
     seq = _item(out, "s")
     assert len(seq["steps"]) == 2 and seq["timeline"]["intervals"][0]["from"] == "image 1"
-    assert (out / "geojson" / "s.2.geojson").is_file()
+    assert (out / "geojson" / "s~2.geojson").is_file()
     changed = sum(t["changed"] for r in (g, seq) for s in r["steps"] for t in s["tiles"])
     con = sqlite3.connect(out / "changes.gpkg")
     rows = con.execute("SELECT id, step, pre_date, post_date, caption, score FROM changes").fetchall()
@@ -269,3 +294,18 @@ def test_ray_local_matches_inline(archive, tmp_path):
         a, b = _item(inline, f"p{i}")["steps"][0], _item(on_ray, f"p{i}")["steps"][0]
         assert {k: a[k] for k in _STEP_KEYS} == {k: b[k] for k in _STEP_KEYS}
     assert run_batch(archive, on_ray, BatchOptions(engine="ray", limit=3, dry_run=True)).skipped == 3
+
+
+def test_cli_batch_takes_the_reading_options_its_errors_name(archive, tmp_path):
+    d = tmp_path / "sizes"
+    d.mkdir()
+    img = cv2.imread(str(archive.parent / "p0_b.png"))
+    cv2.imwrite(str(d / "a.png"), cv2.imread(str(archive.parent / "p0_a.png")))
+    cv2.imwrite(str(d / "b.png"), cv2.resize(img, (320, 320)))
+    (d / "m.csv").write_text("id,pre,post\nx,a.png,b.png\n")
+    r = CliRunner().invoke(app, ["batch", str(d / "m.csv"), "--out", str(tmp_path / "o1"), "--workers", "1"])
+    assert r.exit_code == 1 and "use --resize" in _item(tmp_path / "o1", "x")["error"]
+    r = CliRunner().invoke(app, ["batch", str(d / "m.csv"), "--out", str(tmp_path / "o2"), "--workers", "1",
+                                 "--resize", "--gsd", "0.5", "--overlap", "16"])
+    assert r.exit_code == 0, r.output
+    assert _item(tmp_path / "o2", "x")["status"] == "ok"
