@@ -390,8 +390,12 @@ def _read_item(out: Path, it: Item) -> dict | None:
 
 
 def _finished(out: Path, it: Item, key: str) -> bool:
+    """Its record holds status ok under this key, and the per-pair outputs it names are still there."""
     rec = _read_item(out, it)
-    return bool(rec) and rec.get("key") == key and rec.get("status") == "ok"
+    if not (rec and rec.get("key") == key and rec.get("status") == "ok"):
+        return False
+    made = [s.get(k) for s in rec.get("steps") or () for k in ("geojson", "heatmap")]
+    return all((out / p).is_file() for p in made if p)
 
 
 def load_results(out: str | os.PathLike) -> list[dict]:

@@ -248,6 +248,9 @@ def test_geopackage_and_outputs(tmp_path, fixtures_dir):
     again = run_batch(m, out, BatchOptions(workers=1, geojson=True, heatmap=True, threshold=0.05, limit=1,
                                            progress=False))  # a --limit rerun keeps the other item's tiles
     assert again.skipped == 1 and len(gpd.read_file(out / "changes.gpkg", layer="changes")) == changed
+    (out / "geojson" / "s~2.geojson").unlink()  # an output deleted by hand: its item runs again and remakes it
+    res = run_batch(m, out, BatchOptions(workers=1, geojson=True, heatmap=True, threshold=0.05, progress=False))
+    assert (res.ran, res.skipped) == (1, 1) and (out / "geojson" / "s~2.geojson").is_file()
 
 
 def test_real_series_timeline(shared_data, tmp_path):
