@@ -102,9 +102,10 @@ def caption(
                                           "pixels than this (default 2^31; a guard against corrupt headers)."),
     max_decode_mb: int | None = typer.Option(None, "--max-decode-mb", min=1, help="Memory one decode may take "
                                              "(default 512): PNG/JPEG are decoded whole, GeoTIFF by block."),
-    gsd: float | None = typer.Option(None, "--gsd", min=0.01, help="Ground resolution in metres per pixel (default: "
-                                     "from a georeferenced pair in a metric CRS). Imagery coarser than the model's "
-                                     "0.5 m is cut into smaller, upsampled tiles."),
+    gsd: float | None = typer.Option(None, "--gsd", min=0.01, max=10000.0,
+                                     help="Ground resolution in metres per pixel (default: from a georeferenced pair "
+                                     "in a metric CRS). Imagery coarser than the model's 0.5 m is cut into smaller, "
+                                     "upsampled tiles."),
     overlap: int = typer.Option(32, help="Tile overlap in pixels for large scenes (at the model's resolution)."),
     batch: int = typer.Option(8, help="Tiles per inference batch."),
     progress: bool = typer.Option(True, help="Progress bar for large scenes (on stderr, when a terminal)."),
@@ -543,8 +544,9 @@ def batch(
     progress: bool = typer.Option(True, help="Progress bar with ETA (on stderr, when a terminal)."),
     bands: str | None = typer.Option(None, help="1-based bands to use as RGB, e.g. 3,2,1 (every item)."),
     resize: bool = typer.Option(False, help="Resize an after image to its before image if sizes differ."),
-    gsd: float | None = typer.Option(None, "--gsd", min=0.01, help="Ground resolution in metres per pixel of "
-                                     "non-georeferenced items (as for caption)."),
+    gsd: float | None = typer.Option(None, "--gsd", min=0.01, max=10000.0,
+                                     help="Ground resolution in metres per pixel of non-georeferenced items (as for "
+                                     "caption)."),
     overlap: int = typer.Option(32, min=0, help="Tile overlap in pixels for large scenes (as for caption)."),
 ):
     """Caption an archive of pairs and dated series; resumable; exit 1 when any item failed."""
