@@ -163,7 +163,12 @@ class _GdalReader(_Reader):
             except Exception as e:
                 raise ImageryError(f"{raster.path}: not a readable image ({one_line(e)})") from e
         self._ds = self._src
-        if self._src.colorinterp and self._src.colorinterp[0] == rasterio.enums.ColorInterp.palette:
+        try:
+            paletted = self._src.colorinterp[0] == rasterio.enums.ColorInterp.palette
+        except Exception as e:  # noqa: BLE001 - a corrupt header: GDAL raises its own errors on the query
+            self.close()
+            raise ImageryError(f"{raster.path}: not a readable image ({one_line(e)})") from e
+        if paletted:
             self.close()  # its values are colour-table indices, not brightness
             raise ImageryError(f"{raster.path}: a paletted image (colour table); expand it to RGB first "
                                "(gdal_translate -expand rgb)")
