@@ -150,7 +150,10 @@ def test_cli_tune_and_doctor(monkeypatch):
     res = CliRunner().invoke(app, ["doctor"])
     assert res.exit_code == 0, res.output
     tuning = [x for x in res.stdout.splitlines() if x.startswith(("tuning", "default model"))]
-    assert any(x.startswith("tuning        measured:") for x in tuning) and "why: measured" in res.stdout, tuning
+    # why: the stage-wise pick ("measured: ..."), or the default kept by whole captions when a noisy stage-wise
+    # measurement picked another precision ("the default, by whole captions (stage-wise pick: measured: ...")
+    assert any(x.startswith("tuning        measured:") for x in tuning), tuning
+    assert "why: measured:" in res.stdout or "why: the default, by whole captions" in res.stdout, res.stdout
     assert "backend" in res.stdout and "ort-cpu" in res.stdout
 
 
