@@ -448,3 +448,18 @@ def test_a_map_smaller_than_the_frames_is_said(tiny, flight, tmp_path, caplog):
     with caplog.at_level("WARNING", logger="edgecc.watch"):
         watch(tiny, str(flight.frames_dir), str(small), None, WatchOptions(replay=True, max_frames=2))
     assert "the map (60x60) is smaller than 50% of a frame" in caplog.text
+
+
+def test_a_signal_while_the_map_loads_ends_the_run_with_its_stats(tiny, flight, tmp_path, monkeypatch):
+    from edgecc.stream import monitor as mon
+
+    real = mon.load_reference
+
+    def slow_load(*a, **k):  # SIGTERM arrives while a large map is still being read
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(mon, "load_reference", slow_load)
+    before = signal.getsignal(signal.SIGTERM)
+    st = watch(tiny, str(flight.video), str(flight.reference), tmp_path / "e.jsonl", WatchOptions(replay=True))
+    assert st.counters["frames_processed"] == 0 and signal.getsignal(signal.SIGTERM) is before

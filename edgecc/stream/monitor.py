@@ -590,24 +590,26 @@ def watch(captioner, source: str | FrameSource, reference: str | Path | np.ndarr
             frame in progress finishes, its event line is complete, the stats are returned.
     """
     stop = stop or threading.Event()
-    ref = reference if isinstance(reference, ReferenceMap | np.ndarray) else load_reference(
-        reference, options.cache_tiles)
+    previous = {}  # from the start: a signal while the map loads stops the run once it can, with its stats
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    ref = None
     try:
+        ref = reference if isinstance(reference, ReferenceMap | np.ndarray) else load_reference(
+            reference, options.cache_tiles)
         monitor = Monitor(captioner, ref, options)
         src = source if isinstance(source, FrameSource) else open_source(source, follow=options.follow, stop=stop)
-        previous = {}
-        if handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda *_: stop.set())
-        writer = EventWriter(events, snapshots) if events is not None else None
+        writer = None
         try:
+            writer = EventWriter(events, snapshots) if events is not None else None
             return monitor.run(src, writer, stop)
         finally:
-            for sig, h in previous.items():
-                signal.signal(sig, h)
             if writer is not None:
                 writer.close()
             src.close()
     finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
         if isinstance(ref, ReferenceMap) and ref is not reference:
             ref.close()
