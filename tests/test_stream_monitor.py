@@ -463,3 +463,14 @@ def test_a_signal_while_the_map_loads_ends_the_run_with_its_stats(tiny, flight, 
     before = signal.getsignal(signal.SIGTERM)
     st = watch(tiny, str(flight.video), str(flight.reference), tmp_path / "e.jsonl", WatchOptions(replay=True))
     assert st.counters["frames_processed"] == 0 and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_event_with_a_nan_score_is_still_a_json_line(tmp_path):
+    from edgecc.stream import ChangeEvent, EventWriter
+
+    ev = ChangeEvent(time="t", frame=7, source="s", frame_name="f", caption="c", change_score=float("nan"),
+                     bbox=(0, 0, 1, 1), latency_ms={"total": float("inf")})
+    with EventWriter(tmp_path / "e.jsonl") as w:
+        w.write(ev)
+    line = json.loads((tmp_path / "e.jsonl").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSONL"))
+    assert line["change_score"] is None and line["latency_ms"]["total"] is None
