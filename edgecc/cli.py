@@ -107,7 +107,7 @@ def caption(
                                      "in a metric CRS). Imagery coarser than the model's 0.5 m is cut into smaller, "
                                      "upsampled tiles."),
     overlap: int = typer.Option(32, help="Tile overlap in pixels for large scenes (at the model's resolution)."),
-    batch: int = typer.Option(8, help="Tiles per inference batch."),
+    batch: int = typer.Option(8, min=1, help="Tiles per inference batch."),
     progress: bool = typer.Option(True, help="Progress bar for large scenes (on stderr, when a terminal)."),
 ):
     """Caption what changed between two images of the same place."""
@@ -281,15 +281,15 @@ def train(
     captions: Path = typer.Option(..., help="LevirCCcaptions.json (LEVIR-CC captions, official split)."),
     out: Path = typer.Option(Path("runs/teacher"), help="Output directory (model.pt, train_log.jsonl)."),
     data_root: Path | None = typer.Option(None, help="A real LEVIR-CC root; default: LEVIR-CC-synth."),
-    steps: int = typer.Option(3000),
-    batch: int = typer.Option(64),
+    steps: int = typer.Option(3000, min=1),
+    batch: int = typer.Option(64, min=1),
     lr: float = typer.Option(5e-4),
-    variants: int = typer.Option(2, help="Renders per changed training pair."),
-    limit: int | None = typer.Option(None, help="Use only the first N pairs per split (smoke runs)."),
+    variants: int = typer.Option(2, min=1, help="Renders per changed training pair."),
+    limit: int | None = typer.Option(None, min=1, help="Use only the first N pairs per split (smoke runs)."),
     threads: int = typer.Option(2),
     init: Path | None = typer.Option(None, help="Continue from this checkpoint's weights."),
 ):
-    """Train the teacher (factory: needs edgecc[train])."""
+    """Train the teacher (factory: needs edgecc\\[train])."""
     from edgecc.train.train import TrainOptions
     from edgecc.train.train import train as run
 
@@ -306,15 +306,20 @@ def distill(
     out: Path = typer.Option(Path("runs/student")),
     decoder: str = typer.Option("mamba", help="transformer | mamba | sparse"),
     trunk_blocks: int = typer.Option(8, help="Lite0 blocks kept (8, 10 or 11)."),
-    steps: int = typer.Option(2000),
-    batch: int = typer.Option(64),
+    steps: int = typer.Option(2000, min=1),
+    batch: int = typer.Option(64, min=1),
     lr: float = typer.Option(1e-3),
-    limit: int | None = typer.Option(None, help="Use only the first N pairs per split (smoke runs)."),
+    limit: int | None = typer.Option(None, min=1, help="Use only the first N pairs per split (smoke runs)."),
 ):
-    """Distil the teacher into an edge student on LEVIR-CC-synth (factory: needs edgecc[train])."""
+    """Distil the teacher into an edge student on LEVIR-CC-synth (factory: needs edgecc\\[train])."""
     from edgecc.train.distill import DistillOptions
     from edgecc.train.distill import distill as run
+    from edgecc.train.student import DECODERS
 
+    if decoder not in DECODERS:
+        raise typer.BadParameter(f"--decoder {decoder!r}: choose one of {', '.join(DECODERS)}")
+    if not teacher.is_file():
+        raise typer.BadParameter(f"--teacher {teacher}: no such file")
     path = run(DistillOptions(captions=str(captions), teacher=str(teacher), out=str(out), decoder=decoder,
                               trunk_blocks=trunk_blocks, steps=steps, batch=batch, lr=lr, limit=limit))
     typer.echo(f"checkpoint {path}")
@@ -327,7 +332,7 @@ def export(
     validate: bool = typer.Option(True, help="ONNX checker + PyTorch parity + identical greedy tokens."),
     name: str | None = typer.Option(None),
 ):
-    """Export a checkpoint to a validated ONNX bundle (factory: needs edgecc[train])."""
+    """Export a checkpoint to a validated ONNX bundle (factory: needs edgecc\\[train])."""
     from edgecc.export.onnx import ExportOptions, export_bundle
 
     m = export_bundle(checkpoint, out, ExportOptions(validate=validate, name=name))
@@ -340,7 +345,7 @@ def evaluate(
     model: Path | None = typer.Option(None, "--model", "-m", help="Bundle dir or model name (default, teacher)."),
     split: str = typer.Option("test"),
     data_root: Path | None = typer.Option(None, help="A real LEVIR-CC root; default: LEVIR-CC-synth."),
-    limit: int | None = typer.Option(None),
+    limit: int | None = typer.Option(None, min=1),
     beam: int | None = typer.Option(None, min=1, help="Beam size (default: the bundle's recommendation)."),
     backend: str = typer.Option("ort-cpu"),
     precision: str = typer.Option("fp32", help="Bundle variant: fp32, fp16, int8."),
@@ -352,6 +357,13 @@ def evaluate(
     """Evaluate a bundle: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (all, changed), gate accuracy, mask IoU, baselines."""
     from edgecc.train.evaluate import EvalOptions, evaluate_bundle, format_report, store_metrics
 
+    if update_manifest and (model is None or limit is not None):
+        raise typer.BadParameter("--update-manifest rewrites a bundle's stored metrics: name the bundle with --model "
+                                 "and evaluate the whole split (no --limit)")
+    if checkpoint is not None and not backend.startswith("torch"):
+        raise typer.BadParameter(f"--checkpoint is for the torch backends (--backend torch-cpu), not {backend}")
+    if checkpoint is not None and not checkpoint.is_file():
+        raise typer.BadParameter(f"--checkpoint {checkpoint}: no such file")
     opts = EvalOptions(split=split, limit=limit, beam_size=beam, meteor=meteor,
                        data_root=str(data_root) if data_root else None, precision=precision)
     engine_options = {"checkpoint": checkpoint} if checkpoint else {}
@@ -371,9 +383,10 @@ def eval_real(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Judge a bundle on real pairs, leave-one-source-out: recall, false alarms, AUROC, ECE, mask F1, invariance."""
-    from edgecc._atomic import write_json
+    from edgecc._atomic import check_outputs, write_json
     from edgecc.train.evaluate_real import RealEvalOptions, evaluate_real, format_real_report
 
+    check_outputs({"--out": out})  # before the evaluation, not after
     rep = evaluate_real(model, RealEvalOptions(data=str(data), precision=precision), captions=captions)
     if out:
         write_json(out, rep)
@@ -386,12 +399,29 @@ def fit_gate(
     model: Path = typer.Option(..., "--model", "-m", help="Bundle directory to put the gate into (rewritten)."),
 ):
     """Fit the change gate on real labelled pairs and install it in a bundle (gate.onnx, validated, manifest)."""
+    import shutil
+    import tempfile
+
     from edgecc.export.gate import install_gate, prepare_tokens
     from edgecc.train.evaluate_real import RealEvalOptions, fit_shipped_gate
 
-    prepare_tokens(model)
-    head, info = fit_shipped_gate(model, RealEvalOptions(data=str(data)))
-    m = install_gate(model, head, info)
+    if not (data / "real_pairs").is_dir():
+        raise typer.BadParameter(f"{data}: no real_pairs/ folder here (the labelled real pairs the gate is fitted on)")
+    if not (model / "manifest.json").is_file():
+        raise typer.BadParameter(f"{model}: not an edgecc bundle (no manifest.json)")
+    # the work happens on a copy: a failure part way leaves the bundle as it was
+    work = Path(tempfile.mkdtemp(prefix=f".{model.name}-gate-", dir=model.parent))
+    try:
+        shutil.copytree(model, work, dirs_exist_ok=True)
+        prepare_tokens(work)
+        head, info = fit_shipped_gate(work, RealEvalOptions(data=str(data)))
+        m = install_gate(work, head, info)
+        old = model.with_name(f".{model.name}-old-{work.name[-8:]}")
+        model.rename(old)
+        work.rename(model)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     g = m["gate"]
     typer.echo(f"gate.onnx installed in {model}: identity score {g['identity_score']}, threshold {g['threshold']}")
 
@@ -404,13 +434,15 @@ def quantize(
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Write the int8 variant (static QDQ, ORT CPU)."),
     fp16: bool = typer.Option(True, "--fp16/--no-fp16", help="Write the fp16 variant (for CUDA / TensorRT)."),
     calibration_set: Path | None = typer.Option(None, help="Calibration set file (default: the committed one)."),
-    control_pairs: int = typer.Option(200, help="LEVIR-CC-synth val changed pairs for accuracy control (0: off)."),
+    control_pairs: int = typer.Option(200, min=0, help="LEVIR-CC-synth val changed pairs, accuracy control (0: off)."),
     data_root: Path | None = typer.Option(None, help="Root of set paths and captions (default ../shared/data)."),
 ):
     """Add INT8 and FP16 variants to a bundle: calibrated on a committed set, held to a CIDEr-D budget (factory)."""
     from edgecc.calibration.quantize import QuantizeOptions, quantize_bundle
 
     precisions = tuple(p for p, on in (("int8", int8), ("fp16", fp16)) if on)
+    if not precisions:
+        raise typer.BadParameter("--no-int8 and --no-fp16 leave nothing to write")
     opts = QuantizeOptions(method=method, max_drop=max_drop, control_pairs=control_pairs, precisions=precisions,
                            calibration_set=str(calibration_set) if calibration_set else None,
                            data_root=str(data_root) if data_root else None)
@@ -434,7 +466,7 @@ def bench(
     batches: str = typer.Option("1,8", help="Comma-separated batch sizes."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON."),
     markdown: Path | None = typer.Option(None, help="Write the table as markdown."),
-    plot: Path | None = typer.Option(None, help="Write latency vs CIDEr-D as PNG (needs edgecc[plot])."),
+    plot: Path | None = typer.Option(None, help="Write latency vs CIDEr-D as PNG (needs edgecc\\[plot])."),
 ):
     """Latency, throughput, cold start and memory across backends x precisions x batch sizes, beside the quality
     the bundle manifest stores per variant (`edgecc eval` measures it)."""
@@ -532,7 +564,7 @@ def batch(
     threshold: float | None = typer.Option(None, help="Change threshold on change_score (default: the bundle's)."),
     workers: int | None = typer.Option(None, min=1, help="Parallel workers (default: the cores; Ray: cluster CPUs)."),
     threads: int | None = typer.Option(None, min=1, help="ONNX Runtime threads per worker (default: cores/workers)."),
-    ray: bool = typer.Option(False, "--ray", help="Run on Ray actors (needs edgecc[cluster]): a local Ray cluster, "
+    ray: bool = typer.Option(False, "--ray", help="Run on Ray actors (needs edgecc\\[cluster]): a local Ray cluster, "
                              "or the one RAY_ADDRESS or --ray-address names."),
     ray_address: str | None = typer.Option(None, "--ray-address", metavar="ADDRESS",
                                            help="Ray cluster to join ('auto', 'ray://head:10001'); implies --ray."),

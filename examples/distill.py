@@ -5,12 +5,15 @@
 """
 
 import sys
+from pathlib import Path
 
 from edgecc.export.onnx import export_bundle
 from edgecc.train.distill import DistillOptions, distill
 from edgecc.train.evaluate import EvalOptions, evaluate_bundle, format_report
 
-CAPTIONS = "../shared/data/levircc/LevirCCcaptions.json"
+CAPTIONS = str(Path(__file__).resolve().parents[2] / "shared/data/levircc/LevirCCcaptions.json")
+if len(sys.argv) != 3:
+    sys.exit(__doc__)
 teacher, out = sys.argv[1], sys.argv[2]
 ckpt = distill(DistillOptions(captions=CAPTIONS, teacher=teacher, out=out, decoder="mamba", steps=2000))
 manifest = export_bundle(ckpt, f"{out}/bundle")  # raises if ONNX and PyTorch disagree

@@ -24,10 +24,13 @@ def main(source: str, reference: str, bundle: str | None = None) -> None:
     print(f"map {area.width} x {area.height} px, CRS {area.crs}")
     # replay=True: process every frame of a file; for a live camera leave it False (latest frame wins, never behind)
     opts = WatchOptions(replay=True, register=RegisterOptions(method="ecc", min_overlap=0.5), reference_cache=True)
+    with open("events.jsonl", "a") as f:  # the log is appended to: show only this run's events
+        start = f.tell()
     stats = watch(captioner, source, area, "events.jsonl", opts)
     area.close()
     print(format_stats(stats))
     with open("events.jsonl") as f:
+        f.seek(start)
         for line in f:
             e = json.loads(line)
             where = e["polygon_wgs84"][0] if e["polygon_wgs84"] else e["bbox"]

@@ -145,6 +145,22 @@ def count_gflops(model, size: int, tokens: int = 12) -> float:
     return round(fc.get_total_flops() / 1e9, 4)
 
 
+def _check_out(checkpoint: Path, out: Path) -> None:
+    """Before any work: `out` is replaced whole, so it must be a new path or an earlier bundle, never a folder of
+    other files, the current folder, a folder holding the checkpoint, or a file."""
+    from edgecc.bundle import MANIFEST
+
+    real = out.resolve()
+    if out.is_file():
+        raise ValueError(f"{out}: is a file; export writes a bundle folder")
+    if real == Path.cwd().resolve() or real in checkpoint.resolve().parents:
+        raise ValueError(f"{out}: export replaces this folder whole, and it holds the current folder or the "
+                         f"checkpoint {checkpoint}; give a new folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ValueError(f"{out}: a folder that is not an edgecc bundle (no {MANIFEST}); export replaces its folder "
+                         "whole, so give a new or empty folder, or an earlier bundle")
+
+
 def export_bundle(checkpoint: str | Path, out: str | Path, opts: ExportOptions = ExportOptions()) -> dict:
     """Write a validated bundle directory at `out` (replaced atomically); returns the manifest.
 
@@ -152,9 +168,10 @@ def export_bundle(checkpoint: str | Path, out: str | Path, opts: ExportOptions =
     besides, trunk.onnx, then the difference attention run by the runtime's fused kernel, then fusion.onnx;
     encoder.onnx stays the portable standard-op graph (CUDA, TensorRT).
     """
+    out = Path(out)
+    _check_out(Path(checkpoint), out)  # before loading anything
     model, vocab, ck = load_checkpoint(checkpoint)
     cfg = model.cfg
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     tmp.chmod(0o755)

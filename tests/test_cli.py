@@ -282,3 +282,36 @@ def test_same_sensor_pair_has_no_warning(png_pair):
 def test_a_bad_option_value_names_the_option(tiny_bundle, png_pair, args, says):
     r = runner.invoke(app, ["caption", *map(str, png_pair), "--model", str(tiny_bundle), *args])
     assert r.exit_code == 2 and says in r.stderr, r.output
+
+
+def test_export_never_replaces_a_folder_that_is_not_a_bundle(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from edgecc.export.onnx import export_bundle
+
+    ckpt = tmp_path / "run" / "model.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"not read: the folder is refused first")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("x")
+    for out, says in ((victim, "not an edgecc bundle"), (ckpt.parent, "holds the current folder or the checkpoint"),
+                      (victim / "precious.txt", "is a file")):
+        with pytest.raises(ValueError, match=says):
+            export_bundle(ckpt, out)
+    monkeypatch.chdir(victim)
+    with pytest.raises(ValueError, match="holds the current folder"):
+        export_bundle(ckpt, ".")
+    assert (victim / "precious.txt").read_text() == "x" and ckpt.is_file()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["quantize", "BUNDLE", "--no-int8", "--no-fp16"], "leave nothing to write"),
+    (["distill", "--teacher", "t.pt", "--captions", "c.json", "--decoder", "bogus"], "choose one of"),
+    (["eval", "--captions", "c.json", "--update-manifest"], "name the bundle with --model"),
+    (["eval", "--captions", "c.json", "--checkpoint", "m.pt"], "--checkpoint is for the torch backends"),
+    (["train", "--captions", "c.json", "--limit", "0"], "Invalid value for '--limit'"),
+    (["fit-gate", "--data", "/nonexistent", "--model", "BUNDLE"], "no real_pairs/ folder"),
+])
+def test_factory_commands_refuse_what_cannot_be_meant_before_any_work(tiny_bundle, args, says):
+    r = runner.invoke(app, [str(tiny_bundle) if a == "BUNDLE" else a for a in args])
+    assert r.exit_code == 2 and says in r.stderr, r.output

@@ -216,6 +216,7 @@ def distill(opts: DistillOptions) -> Path:
     key = hashlib.sha256(json.dumps([
         DATASET_ID_SYNTH, opts.captions, opts.limit, opts.variants, opts.input_pool, TAPS,
         hashlib.sha256(Path(opts.teacher).read_bytes()).hexdigest(), hashlib.sha256(synth_src.encode()).hexdigest(),
+        hashlib.sha256(Path(opts.captions).read_bytes()).hexdigest(),  # an edited caption file renders again
     ]).encode()).hexdigest()[:12]
     caches, tokens = {}, {}
     for name, nvar in (("train", opts.variants), ("val", 1)):

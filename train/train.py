@@ -140,7 +140,8 @@ def train(opts: TrainOptions) -> Path:
     synth_src = "".join(p.read_text() for p in sorted((Path(__file__).parent / "synth").glob("*.py")))
     key = hashlib.sha256(  # everything that changes the cached features, the renderer's source included
         json.dumps([data_id, opts.captions, opts.limit, opts.variants, cfg.trunk_blocks, cfg.image_size,
-                    hashlib.sha256(synth_src.encode()).hexdigest()]).encode()
+                    hashlib.sha256(synth_src.encode()).hexdigest(), opts.data_root,
+                    hashlib.sha256(Path(opts.captions).read_bytes()).hexdigest()]).encode()  # an edited file too
     ).hexdigest()[:12]
     caches, tokens = {}, {}
     for name, nvar in (("train", opts.variants), ("val", 1)):
