@@ -15,6 +15,7 @@ private 0600.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
@@ -121,6 +122,17 @@ def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs=()) -> No
             raise OutputError(f"{p}: given as both {seen[real]} and {name}")
         seen[real] = name
         make_dir(p.parent, p)
+
+
+def finite(v):
+    """A JSON-able value with NaN and infinities (a model output gone wrong) as None: valid JSON for any reader."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [finite(x) for x in v]
+    return v
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

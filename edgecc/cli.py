@@ -130,7 +130,10 @@ def caption(
     for msg in said:
         typer.echo(f"edgecc: warning: {msg}", err=True)
     if as_json:
-        typer.echo(json.dumps({**scene_json(scene, captioner.bundle.name, captioner.precision), "warnings": said}))
+        from edgecc._atomic import finite
+
+        out = {**scene_json(scene, captioner.bundle.name, captioner.precision), "warnings": said}
+        typer.echo(json.dumps(finite(out), allow_nan=False))
         return
     typer.echo(scene.caption)
     if len(scene.tiles) > 1:

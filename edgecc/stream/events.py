@@ -13,7 +13,6 @@ Each line: {"time": ISO-8601 UTC, "frame": index, "source", "frame_name", "capti
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import make_dir, write_bytes
+from .._atomic import finite, make_dir, write_bytes
 from ..geo import pixel_ring
 
 
@@ -87,17 +86,6 @@ def write_png_atomic(path: str | Path, rgb: np.ndarray) -> None:
     write_bytes(path, buf.tobytes())
 
 
-def _finite(v):
-    """NaN and infinities (a model output gone wrong) -> null: every event line stays valid JSON."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_finite(x) for x in v]
-    return v
-
-
 def _drop_torn_tail(path: Path) -> None:
     """An event log whose last line is incomplete (a run killed mid-write, a full disk) is cut back to its last whole
     line, with a warning, so that the next event starts a line of its own."""
@@ -146,7 +134,7 @@ class EventWriter:
                 snap, n = self.snapshots / f"{event.frame:06d}_{x0}_{y0}_{n}.png", n + 1
             write_png_atomic(snap, np.hstack([pre, np.zeros((pre.shape[0], 4, 3), np.uint8), post]))
             event = ChangeEvent(**{**asdict(event), "snapshot": str(snap)})
-        self._f.write(json.dumps(_finite(asdict(event)), separators=(",", ":"), allow_nan=False) + "\n")
+        self._f.write(json.dumps(finite(asdict(event)), separators=(",", ":"), allow_nan=False) + "\n")
         self._f.flush()
         if self.fsync:
             os.fsync(self._f.fileno())
