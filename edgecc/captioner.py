@@ -43,14 +43,23 @@ class Captioner:
         return float(self.bundle.manifest["gate"]["threshold"] if self.threshold is None else self.threshold)
 
     def caption_batch(self, pre: np.ndarray, post: np.ndarray) -> list[Caption]:
-        """uint8 [B,S,S,3] RGB x2 (S = input_size) -> B captions."""
-        if pre.ndim == 3:
-            pre, post = pre[None], post[None]
+        """uint8 [B,S,S,3] RGB x2 (S = input_size; one pair may drop B) -> B captions ([] for B = 0).
+
+        Other dtypes are refused, not cast: a float 0-1 image cast to uint8 is black, a uint16 one wraps around.
+        Files of any bit depth go through `caption()`, which stretches them."""
+        pre, post = np.asarray(pre), np.asarray(post)
         s = self.input_size
+        if pre.ndim == 3 and post.ndim == 3:
+            pre, post = pre[None], post[None]
         if pre.shape[1:] != (s, s, 3) or post.shape != pre.shape:
             raise ValueError(f"caption_batch takes uint8 [B,{s},{s},3] pairs, got {pre.shape} and {post.shape}")
-        return decode(self.engine, self.vocab, np.ascontiguousarray(pre, np.uint8),
-                      np.ascontiguousarray(post, np.uint8), self.decoding, self.gate_threshold)
+        if pre.dtype != np.uint8 or post.dtype != np.uint8:
+            raise ValueError(f"caption_batch takes uint8 RGB (0-255), got {pre.dtype} and {post.dtype}: scale to "
+                             "uint8 first, or caption the files (caption() stretches other bit depths)")
+        if len(pre) == 0:
+            return []
+        return decode(self.engine, self.vocab, np.ascontiguousarray(pre), np.ascontiguousarray(post), self.decoding,
+                      self.gate_threshold)
 
     @property
     def decoding(self) -> DecodingOptions:
@@ -102,8 +111,9 @@ def load(bundle: str | Path | None = None, backend: str = "ort-cpu", precision: 
     `threshold` overrides the bundle's change threshold (manifest "gate" "threshold"; `change_score` is a
     calibrated probability, see README).
     """
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)
+                                  or not 0.0 <= threshold <= 1.0):
+        raise ValueError(f"threshold must be a probability in [0, 1], got {threshold!r}")
     from .engines import BACKENDS
 
     b = Bundle.open(bundle, verify="on_use")  # each graph's sha256 when its session is made: one variant's files

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -33,6 +34,14 @@ class DecodingOptions:
     max_len: int = 30  # words after <start>
     length_penalty: float = 1.0  # beam score = logprob / len**length_penalty
     gate: bool = True  # False: run the decoder on every pair, whatever the gate says
+
+    def __post_init__(self):
+        for name in ("beam_size", "max_len"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if not isinstance(self.length_penalty, int | float) or not math.isfinite(self.length_penalty):
+            raise ValueError(f"length_penalty must be a finite number, got {self.length_penalty!r}")
 
 
 @dataclass(frozen=True)

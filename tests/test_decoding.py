@@ -48,3 +48,29 @@ def test_torch_engine_matches_ort_tokens(tiny_bundle, tiny_checkpoint, pairs):
     b = decode(torch_c.engine, torch_c.vocab, *pairs, opts)
     assert [x.tokens for x in a] == [x.tokens for x in b]
     np.testing.assert_allclose([x.change_score for x in a], [x.change_score for x in b], atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [dict(beam_size=0), dict(beam_size=-1), dict(beam_size=2.5), dict(max_len=0),
+                                 dict(max_len=None), dict(max_len=1.5), dict(length_penalty=float("nan"))])
+def test_decoding_options_refuse_values_that_cannot_decode(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        DecodingOptions(**bad)
+
+
+def test_caption_batch_refuses_other_dtypes_and_takes_an_empty_batch():
+    import edgecc
+
+    c = edgecc.load()
+    rng = np.random.default_rng(0)
+    pre = rng.integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    post = rng.integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    for a, b in ((pre / 255.0, post / 255.0), (pre.astype(np.uint16) << 4, post.astype(np.uint16) << 4)):
+        with pytest.raises(ValueError, match="caption_batch takes uint8 RGB"):
+            c.caption_batch(a, b)
+    assert c.caption_batch(pre[:0], post[:0]) == []
+    with pytest.raises(ValueError, match=r"got \(1, 256, 256, 3\) and \(1, 1, 256, 256, 3\)|got \(256, 256, 3\)"):
+        c.caption_batch(pre[0], post[:1])
+    one = c.caption_batch(list(pre[0]), list(post[0]))  # array-likes are taken as arrays
+    assert one[0].text == c.caption_batch(pre[:1], post[:1])[0].text
+    with pytest.raises(ValueError, match="threshold"):
+        edgecc.load(threshold=True)
