@@ -37,11 +37,20 @@ def in_one_crs(tiles: list[dict]) -> tuple[str, list[dict]]:
     crss = {t["crs"] for t in geo}
     crs = crss.pop() if len(crss) == 1 else "EPSG:4326"
     if any(t["crs"] != crs for t in geo):
-        from rasterio.warp import transform_geom
-
-        geo = [t if t["crs"] == crs else {**t, "crs": crs, "polygon": transform_geom(
-            t["crs"], crs, {"type": "Polygon", "coordinates": [t["polygon"]]})["coordinates"][0]} for t in geo]
+        geo = [t if t["crs"] == crs else {**t, "crs": crs, "polygon": _reproject_ring(t["polygon"], t["crs"], crs)}
+               for t in geo]
     return crs, geo
+
+
+def _reproject_ring(ring: list, src: str, dst: str) -> list:
+    """One closed ring from `src` to `dst`, still one ring: a tile across the antimeridian keeps continuous
+    longitudes (179.99, 180.01) instead of being cut into a MultiPolygon or spanning the globe."""
+    from rasterio.warp import transform  # the corners themselves (transform_geom cuts at the antimeridian)
+
+    xs, ys = transform(src, dst, [p[0] for p in ring], [p[1] for p in ring])
+    if dst.upper() in ("EPSG:4326", "OGC:CRS84"):
+        xs = [x + 360.0 * round((xs[0] - x) / 360.0) for x in xs]  # unwrapped next to the first corner
+    return [[float(x), float(y)] for x, y in zip(xs, ys, strict=True)]
 
 
 def write_changes(path: str | Path, records: list[dict]) -> Path:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,8 @@ def write_geojson(hits: list[Hit], path: str | os.PathLike) -> Path:
     crs, geo = in_one_crs(tiles)
     if not geo and tiles:
         crs, geo = "pixel", tiles
+        warnings.warn(f"{path}: no hit is georeferenced, so the polygons are pixel (col, row) coordinates; GIS tools "
+                      "read any GeoJSON as lon/lat", stacklevel=2)
     fc: dict = {"type": "FeatureCollection"}
     if crs != "EPSG:4326":  # RFC 7946 GeoJSON is lon/lat; another CRS is named as GeoJSON 2008 did
         fc["crs"] = {"type": "name", "properties": {"name": _urn(crs)}}

@@ -34,7 +34,7 @@ import numpy as np
 
 from edgecc._atomic import check_outputs, write_bytes, write_text
 from edgecc.decoding import NO_CHANGE_CAPTION
-from edgecc.errors import ImageryError
+from edgecc.errors import ImageryError, warn_imagery
 from edgecc.geo import pixel_ring
 from edgecc.imagery import Pair
 
@@ -406,6 +406,8 @@ def _write_geojson(path: Path, tiles: list[TileResult], pair: Pair, crs: str) ->
     if not to4326:
         if pair.crs is None:
             fc["crs"] = {"type": "name", "properties": {"name": "pixel"}}  # not georeferenced: pixel col, row
+            warn_imagery(f"{path}: the pair is not georeferenced, so its polygons are pixel (col, row) coordinates; "
+                         "GIS tools read any GeoJSON as lon/lat (the JSON output carries the same boxes)")
         else:
             fc["crs"] = {"type": "name", "properties": {"name": _crs_urn(pair.crs)}}
     fc["features"] = features

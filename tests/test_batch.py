@@ -312,3 +312,33 @@ def test_cli_batch_takes_the_reading_options_its_errors_name(archive, tmp_path):
                                  "--resize", "--gsd", "0.5", "--overlap", "16"])
     assert r.exit_code == 0, r.output
     assert _item(tmp_path / "o2", "x")["status"] == "ok"
+
+
+def test_items_in_other_crss_across_the_antimeridian_make_one_ring_each(tmp_path):
+    pytest.importorskip("rasterio")
+    from pyproj import Transformer
+
+    from edgecc._batch_outputs import in_one_crs, write_changes
+
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:32660", always_xy=True).transform(180.0, 50.0)
+    def rec(iid, crs, x0, y0):
+        ring = [[x0, y0], [x0, y0 - 100], [x0 + 100, y0 - 100], [x0 + 100, y0], [x0, y0]]
+        tile = {"changed": True, "caption": "c", "change_score": 0.9, "col": 0, "row": 0, "width": 256,
+                "height": 256, "polygon": ring}
+        return {"id": iid, "steps": [{"crs": crs, "georeferenced": True, "pre": "a", "post": "b", "tiles": [tile]}]}
+
+    records = [rec("am", "EPSG:32660", x - 50, y + 50), rec("joplin", "EPSG:32615", 366676.0, 4104257.0)]
+    crs, geo = in_one_crs([t for r in records for t in _tiles(r)])
+    am = next(t for t in geo if t["id"] == "am")["polygon"]
+    assert crs == "EPSG:4326" and len(am) == 5 and all(isinstance(v, float) for p in am for v in p)
+    lons = [p[0] for p in am]
+    assert 179.99 < min(lons) < 180.0 < max(lons) < 180.01  # one ring, continuous across 180, not the whole globe
+    gpd = pytest.importorskip("geopandas")
+    df = gpd.read_file(write_changes(tmp_path / "changes.gpkg", records), layer="changes")
+    assert len(df) == 2 and df.geometry.is_valid.all() and df.crs.to_epsg() == 4326
+
+
+def _tiles(record):
+    from edgecc._batch_outputs import changed_tiles
+
+    return changed_tiles([record])

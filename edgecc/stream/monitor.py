@@ -503,7 +503,9 @@ class Monitor:
             x0, y0, x1, y1 = bbox
             ring = np.float32([[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]])
             px = cv2.perspectiveTransform(ring, np.linalg.inv(homography))[0]
-            return [list(to_map(frame.transform, x, y)) for x, y in px], frame.crs
+            pts = [list(to_map(frame.transform, x, y)) for x, y in px]
+            area2 = sum(a[0] * b[1] - b[0] * a[1] for a, b in zip(pts[:-1], pts[1:]))
+            return (pts if area2 > 0 else pts[::-1]), frame.crs  # counter-clockwise, as every other ring
         return None, None
 
     # ------------------------------------------------------------------------------------------------ never silent
