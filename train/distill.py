@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgecc._atomic import make_dir
 from edgecc.vocab import PAD
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -197,6 +198,7 @@ def _losses(dist: Distiller, teacher, b: dict, opts: DistillOptions) -> dict:
 
 
 def distill(opts: DistillOptions) -> Path:
+    make_dir(Path(opts.out))  # a bad --out fails now, not after the feature-cache pass (minutes to hours)
     torch.manual_seed(opts.seed)
     torch.set_num_threads(opts.threads)
     rng = np.random.default_rng(opts.seed)

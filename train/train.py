@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgecc._atomic import make_dir
 from edgecc.vocab import PAD, Vocab
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -112,6 +113,7 @@ def _lr(step: int, total: int, base: float, warmup: int = 100) -> float:
 
 
 def train(opts: TrainOptions) -> Path:
+    make_dir(Path(opts.out))  # a bad --out fails now, not after the feature-cache pass (minutes to hours)
     torch.manual_seed(opts.seed)
     torch.set_num_threads(opts.threads)
     rng = np.random.default_rng(opts.seed)
