@@ -91,7 +91,8 @@ def caption(
                                          "recommendation on CPU, int8 for the student; else fp32)."),
     beam: int | None = typer.Option(None, min=1, help="Beam size (1 = greedy; default: the bundle's recommendation)."),
     threshold: float | None = typer.Option(None, help="Change threshold on change_score, a calibrated probability "
-                                           "(default: the bundle's, 0.5). Lower: more recall, more false alarms."),
+                                           "(default: the bundle's own, see `edgecc info`). Lower: more recall, "
+                                           "more false alarms."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     geojson: Path | None = typer.Option(None, help="Write changed tiles with captions as GeoJSON."),
     geojson_crs: str = typer.Option("image", help="GeoJSON coordinates: 'image' (the image CRS) or 'EPSG:4326'."),

@@ -17,7 +17,6 @@ drop, each frame with its true pose (frame px -> scene px).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,6 +176,12 @@ def real_flight(post: np.ndarray, n_frames: int, frame: int = 256, seed: int = 0
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    f = make_flight(args[0], *(int(a) for a in args[1:3]))
+    import argparse
+
+    ap = argparse.ArgumentParser(description="A rendered flight: reference.png, flight.avi, frames/ under OUT_DIR.")
+    ap.add_argument("out_dir")
+    ap.add_argument("n_frames", type=int, nargs="?", default=40)
+    ap.add_argument("change_at", type=int, nargs="?", default=20)
+    a = ap.parse_args()
+    f = make_flight(a.out_dir, a.n_frames, a.change_at)
     print(f"{f.reference}  {f.video}  {f.frames_dir}  change from frame {f.change_at} of {f.n_frames}")
