@@ -94,8 +94,9 @@ class Captioner:
                 opts = replace(opts, tile=tile, overlap=opts.overlap * tile // self.input_size)
                 if gsd > model_gsd * MAX_UPSAMPLE:
                     warnings.warn(f"{pre_path}: {gsd:.2g} m/px is coarser than the model's domain "
-                                  f"(<= {model_gsd * MAX_UPSAMPLE:g} m/px); changes smaller than a few pixels are "
-                                  "invisible to it", ImageryWarning, stacklevel=2)
+                                  f"(<= {model_gsd * MAX_UPSAMPLE:g} m/px): small changes are invisible to it, and "
+                                  "season or sensor differences are more often called changes (e.g. every interval "
+                                  "of a 5 m NAIP series)", ImageryWarning, stacklevel=2)
             return caption_scene(self, pair, opts,
                                  heatmap_path=heatmap, geojson_path=geojson, geojson_crs=geojson_crs)
 
