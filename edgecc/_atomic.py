@@ -49,10 +49,15 @@ def atomic_path(path: str | os.PathLike):
     path = Path(path)
     if not str(path):
         raise OutputError("output path is empty")
-    path = Path(os.path.realpath(path)) if path.is_symlink() else path  # a link: its target is replaced, not the link
-    if path.exists() and not path.is_dir() and not stat.S_ISREG(path.stat().st_mode):
-        yield from _through(path)  # a pipe or device (/dev/stdout): written through, it cannot be renamed over
+    try:
+        mode = os.stat(path).st_mode  # follows links: /dev/stdout -> the pipe or file behind it
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        yield from _through(path)  # a pipe or device (/dev/stdout, a FIFO): written through, not renamed over
         return
+    if path.is_symlink():  # a link to a file: its target is replaced, the link kept
+        path = Path(os.path.realpath(path))
     make_dir(path.parent, path)
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")

@@ -131,21 +131,22 @@ def _date_from_name(path: str) -> str | None:
 
 
 def _iso_date(text: str) -> str | None:
-    """'2015-9-26', '2015/09/26', '20150926' or an ISO date-time -> '2015-09-26'; '2019' and '2019-5' -> '2019',
-    '2019-05' (these sort in time); None if not a date."""
+    """'2015-9-26', '2015/09/26', '20150926' -> '2015-09-26' ('2021-06-01T08:00:00Z' keeps its time); '2019' and
+    '2019-5' -> '2019', '2019-05' (these sort in time); None if not a date."""
     part = re.fullmatch(r"\s*(\d{4})(?:[-/.](\d{1,2}))?\s*", text)
     if part:
         year, month = part.groups()
         if month is None:
             return year
         return f"{year}-{int(month):02d}" if 1 <= int(month) <= 12 else None
-    m = re.fullmatch(r"\s*(\d{4})[-/.]?(\d{1,2})[-/.]?(\d{1,2})(?:[T ].*)?\s*", text)
+    m = re.fullmatch(r"\s*(\d{4})[-/.]?(\d{1,2})[-/.]?(\d{1,2})([T ].*)?\s*", text)
     if not m or (len(m.group(2)) + len(m.group(3)) < 4 and not re.search(r"\d{4}[-/.]", text)):
         return None  # 2015926: which digits are the month?
     try:
-        return datetime.date(*map(int, m.groups())).isoformat()
+        day = datetime.date(*map(int, m.groups()[:3])).isoformat()
     except ValueError:
         return None
+    return day + ("T" + m.group(4)[1:].strip() if m.group(4) else "")  # a time of day is kept: same-day images order
 
 
 def _clean(v) -> str:

@@ -165,6 +165,8 @@ class _GdalReader(_Reader):
         self._ds = self._src
         try:
             paletted = self._src.colorinterp[0] == rasterio.enums.ColorInterp.palette
+            if paletted:  # a grey ramp (entry i is grey level i) reads as it is; a colour table does not
+                paletted = any(c[:3] != (i, i, i) for i, c in self._src.colormap(1).items())
         except Exception as e:  # noqa: BLE001 - a corrupt header: GDAL raises its own errors on the query
             self.close()
             raise ImageryError(f"{raster.path}: not a readable image ({one_line(e)})") from e

@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -112,7 +113,7 @@ def load(bundle: str | Path | None = None, backend: str = "ort-cpu", precision: 
     `threshold` overrides the bundle's change threshold (manifest "gate" "threshold"; `change_score` is a
     calibrated probability, see README).
     """
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)
                                   or not 0.0 <= threshold <= 1.0):
         raise ValueError(f"threshold must be a probability in [0, 1], got {threshold!r}")
     from .engines import BACKENDS

@@ -41,7 +41,10 @@ class _Shell(TyperGroup):
                 typer.echo("edgecc: interrupted", err=True)
                 raise typer.Exit(130) from None
             except BrokenPipeError:  # `edgecc search ... | head -1`: the reader left; quiet, as a Unix tool
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+                try:
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+                except (OSError, ValueError, AttributeError):  # a stdout without a descriptor (an embedding host)
+                    pass
                 raise typer.Exit(141) from None
             except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit):
                 raise  # usage errors and exits keep click's own wording and codes
@@ -413,6 +416,7 @@ def fit_gate(
         raise typer.BadParameter(f"{data}: no real_pairs/ folder here (the labelled real pairs the gate is fitted on)")
     if not (model / "manifest.json").is_file():
         raise typer.BadParameter(f"{model}: not an edgecc bundle (no manifest.json)")
+    model = Path(os.path.realpath(model))  # `.` or a link to the bundle: the folder itself is swapped
     # the work happens on a copy: a failure part way leaves the bundle as it was
     work = Path(tempfile.mkdtemp(prefix=f".{model.name}-gate-", dir=model.parent))
     try:

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -40,7 +41,7 @@ class DecodingOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        if not isinstance(self.length_penalty, int | float) or not math.isfinite(self.length_penalty):
+        if not isinstance(self.length_penalty, numbers.Real) or not math.isfinite(self.length_penalty):
             raise ValueError(f"length_penalty must be a finite number, got {self.length_penalty!r}")
 
 

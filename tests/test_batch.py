@@ -70,6 +70,10 @@ def test_dates_are_read_as_dates_and_sorted_in_time(tmp_path, fixtures_dir):
                                       f"mix,20140720,{post}\n")
     assert [im.date for im in read_manifest(tmp_path / "seq.csv")[0].images] == ["2014-07-20", "2015-09-26",
                                                                                  "2015-10-01"]
+    (tmp_path / "day.jsonl").write_text(json.dumps({"id": "d", "images": [
+        {"date": "2021-06-01T16:00:00Z", "path": str(pre)}, {"date": "2021-06-01T08:00:00Z", "path": str(post)}]}))
+    assert [im.date for im in read_manifest(tmp_path / "day.jsonl")[0].images] == ["2021-06-01T08:00:00Z",
+                                                                                   "2021-06-01T16:00:00Z"]
     (tmp_path / "bad.csv").write_text(f"id,date,image\nb,2020-13-99,{post}\nb,2021-01-01,{pre}\n")
     with pytest.raises(ManifestError) as e:
         read_manifest(tmp_path / "bad.csv")

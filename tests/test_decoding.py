@@ -74,3 +74,5 @@ def test_caption_batch_refuses_other_dtypes_and_takes_an_empty_batch():
     assert one[0].text == c.caption_batch(pre[:1], post[:1])[0].text
     with pytest.raises(ValueError, match="threshold"):
         edgecc.load(threshold=True)
+    assert edgecc.load(threshold=np.float32(0.4)).gate_threshold == pytest.approx(0.4)
+    assert DecodingOptions(length_penalty=np.float32(1.0), beam_size=np.int64(2)).beam_size == 2

@@ -337,3 +337,8 @@ def test_a_paletted_geotiff_is_refused_not_read_as_indices(tmp_path):
         ds.write_colormap(1, {0: (0, 0, 0, 255), 1: (255, 0, 0, 255), 2: (0, 255, 0, 255), 3: (0, 0, 255, 255)})
     with pytest.raises(ImageryError, match="pal.tif: a paletted image"):
         read_image(path)
+    grey = mk._write_tif(tmp_path / "grey.tif", np.arange(64 * 64, dtype=np.uint8).reshape(1, 64, 64),
+                         photometric="palette")
+    with rasterio.open(grey, "r+") as ds:  # a grey ramp as a colour table: entry i is grey level i
+        ds.write_colormap(1, {i: (i, i, i, 255) for i in range(256)})
+    assert read_image(grey)[..., 0].max() == 255

@@ -192,3 +192,9 @@ def test_a_named_pipe_output_is_written_through(tmp_path):
     _atomic.write_text(fifo, '{"type": "FeatureCollection"}')
     reader.join(timeout=10)
     assert got == ['{"type": "FeatureCollection"}'] and fifo.is_fifo()
+
+
+def test_dev_stdout_behind_a_pipe_is_written_through(tmp_path):
+    code = "from edgecc._atomic import write_text; write_text('/dev/stdout', 'through\\n')"
+    r = subprocess.run(f"{sys.executable} -c \"{code}\" | cat", shell=True, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "through\n", r.stderr

@@ -261,6 +261,26 @@ def test_a_torn_last_event_line_is_cut_before_appending(tmp_path):
     assert [json.loads(x)["frame"] for x in log.read_text().splitlines()] == [1, 7]
 
 
+def test_a_whole_last_event_without_its_newline_is_kept_and_a_pipe_log_works(tmp_path):
+    from edgecc.stream import ChangeEvent, EventWriter
+
+    log = tmp_path / "e.jsonl"
+    log.write_text('{"frame":1}\n{"frame":2}')  # whole, only its newline missing
+    ev = ChangeEvent(time="t", frame=7, source="s", frame_name="f", caption="c", change_score=0.9, bbox=(0, 0, 1, 1))
+    with EventWriter(log) as w:
+        w.write(ev)
+    assert [json.loads(x)["frame"] for x in log.read_text().splitlines()] == [1, 2, 7]
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    with EventWriter(fifo) as w:  # a pipe cannot seek: the torn-tail check leaves it alone
+        w.write(ev)
+    reader.join(timeout=10)
+    assert got and json.loads(got[0])["frame"] == 7
+
+
 def test_histogram_percentiles():
     h = Histogram()
     for v in range(1, 101):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -278,8 +279,14 @@ def invariance(captioner, opts: RealEvalOptions) -> dict:
     from edgecc.tiling import TileOptions
 
     ident_scores, bad = [], []
+    from edgecc.errors import ImageryError
+
     for f in image_files(opts.data):
-        scene = captioner.caption(f, f, tile_options=TileOptions(tile=captioner.input_size, progress=False))
+        try:
+            scene = captioner.caption(f, f, tile_options=TileOptions(tile=captioner.input_size, progress=False))
+        except ImageryError as e:  # an image mostly nodata: nothing to compare, so no identity score from it
+            warnings.warn(str(e), stacklevel=2)
+            continue
         ident_scores.append(scene.change_score)
         if scene.changed or scene.change_score >= 0.1:
             bad.append(str(f))

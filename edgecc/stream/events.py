@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,6 +91,8 @@ def _drop_torn_tail(path: Path) -> None:
     """An event log whose last line is incomplete (a run killed mid-write, a full disk) is cut back to its last whole
     line, with a warning, so that the next event starts a line of its own."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return  # a pipe or device (/dev/stdout): nothing to repair
         with open(path, "rb+") as f:
             size = f.seek(0, os.SEEK_END)
             if size == 0:
@@ -99,12 +102,18 @@ def _drop_torn_tail(path: Path) -> None:
             if tail.endswith(b"\n"):
                 return
             cut = tail.rfind(b"\n")
+            try:
+                json.loads(tail[cut + 1:])
+                f.write(b"\n")  # a whole event that only lacks its newline: kept
+                return
+            except ValueError:
+                pass
             if cut < 0 and size > len(tail):  # one line longer than 64 KiB: not an event this writes; end it
                 f.write(b"\n")
                 return
             keep = size - len(tail) + cut + 1  # cut -1 (one torn line, the whole file): 0
             f.truncate(keep)
-    except FileNotFoundError:
+    except OSError:  # missing, or unreadable: the append below says so
         return
     if keep < size:
         warnings.warn(f"{path}: its last line was incomplete (a run stopped mid-write?); removed its {size - keep} "
