@@ -14,8 +14,8 @@ import numpy as np
 
 from edgecc.errors import ImageryError, one_line, warn_imagery
 
-__all__ = ["to_map", "to_map_points", "to_pixel_points", "pixel_ring", "bounds", "same_grid", "same_crs",
-           "check_overlap"]
+__all__ = ["to_map", "to_map_points", "to_pixel_points", "pixel_ring", "counter_clockwise", "bounds", "same_grid",
+           "same_crs", "check_overlap"]
 
 Affine6 = tuple[float, float, float, float, float, float]
 
@@ -49,10 +49,14 @@ def pixel_ring(transform: Affine6 | None, box: tuple[float, float, float, float]
     ring = [(x0, y0), (x0, y1), (x1, y1), (x1, y0)]
     ring = [to_map(transform, x, y) for x, y in ring] if transform is not None else [
         (float(x), float(y)) for x, y in ring]
-    area2 = sum(ax * by - bx * ay for (ax, ay), (bx, by) in zip(ring, ring[1:] + ring[:1]))  # shoelace, > 0: CCW
-    if area2 < 0:  # a grid whose rows run north (or a mirrored one): the same corners the other way round
-        ring = ring[:1] + ring[:0:-1]
+    ring = counter_clockwise(ring)  # a grid whose rows run north (or a mirrored one): the other way round
     return ring + ring[:1] if closed else ring
+
+
+def counter_clockwise(ring: list) -> list:
+    """An open ring of (x, y) -> the same ring, counter-clockwise (positive shoelace area), from the same first point."""
+    area2 = sum(ax * by - bx * ay for (ax, ay), (bx, by) in zip(ring, ring[1:] + ring[:1]))
+    return ring if area2 >= 0 else ring[:1] + ring[:0:-1]
 
 
 def bounds(transform: Affine6, width: int, height: int) -> tuple[float, float, float, float]:

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..geo import to_map
+from ..geo import counter_clockwise, to_map
 from ..sensors import grid_gsd, tile_for_gsd
 from .events import ChangeEvent, EventWriter, bbox_polygon, mask_bbox
 from .evidence import CLIP, TileEvidence, WatchRule
@@ -501,11 +501,10 @@ class Monitor:
             import cv2
 
             x0, y0, x1, y1 = bbox
-            ring = np.float32([[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]])
+            ring = np.float32([[[x0, y0], [x1, y0], [x1, y1], [x0, y1]]])
             px = cv2.perspectiveTransform(ring, np.linalg.inv(homography))[0]
-            pts = [list(to_map(frame.transform, x, y)) for x, y in px]
-            area2 = sum(a[0] * b[1] - b[0] * a[1] for a, b in zip(pts[:-1], pts[1:]))
-            return (pts if area2 > 0 else pts[::-1]), frame.crs  # counter-clockwise, as every other ring
+            pts = counter_clockwise([list(to_map(frame.transform, x, y)) for x, y in px])  # as every other ring
+            return pts + pts[:1], frame.crs
         return None, None
 
     # ------------------------------------------------------------------------------------------------ never silent
