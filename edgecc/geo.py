@@ -54,7 +54,7 @@ def pixel_ring(transform: Affine6 | None, box: tuple[float, float, float, float]
 
 
 def counter_clockwise(ring: list) -> list:
-    """An open ring of (x, y) -> the same ring, counter-clockwise (positive shoelace area), from the same first point."""
+    """An open ring of (x, y) -> the same ring counter-clockwise (positive shoelace area), same first point."""
     area2 = sum(ax * by - bx * ay for (ax, ay), (bx, by) in zip(ring, ring[1:] + ring[:1]))
     return ring if area2 >= 0 else ring[:1] + ring[:0:-1]
 
