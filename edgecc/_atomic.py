@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -25,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OutputError
+
+TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp.*")  # the temporary files atomic_path makes (a killed run's leftovers)
 
 
 def make_dir(folder: str | os.PathLike, target: str | os.PathLike | None = None) -> None:
@@ -60,7 +63,7 @@ def atomic_path(path: str | os.PathLike):
         path = Path(os.path.realpath(path))
     make_dir(path.parent, path)
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")  # matches TEMP_NAME
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies, as for open()
             break

@@ -35,7 +35,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ._atomic import make_dir, write_json
+from ._atomic import TEMP_NAME, make_dir, write_json
 from ._batch_manifest import Item, ManifestError, is_uri, read_manifest
 from .errors import EdgeccError
 
@@ -417,7 +417,7 @@ def _drop_stale_temps(out: Path) -> None:
     """Remove the temporary files (`.<name>.<hex>.tmp<suffix>`, edgecc._atomic) a killed run left in the folder."""
     for folder in (out, out / "items", out / "geojson", out / "heatmaps"):
         for p in folder.glob(".*.tmp*") if folder.is_dir() else ():
-            if re.fullmatch(r"\..+\.[0-9a-f]{8}\.tmp.*", p.name):
+            if TEMP_NAME.fullmatch(p.name):
                 p.unlink(missing_ok=True)
 
 
